@@ -1,0 +1,24 @@
+"""hyperopt: bilevel hyperparameter optimization in JAX via implicit differentiation.
+
+The library half is argmin differentiation with JAXopt's names::
+
+    import hyperopt
+    hyperopt.custom_root, hyperopt.custom_fixed_point, hyperopt.root_vjp, hyperopt.root_jvp
+    hyperopt.linear_solve.solve_cg, ...
+"""
+
+from hyperopt import linear_solve
+from hyperopt.implicit_diff import custom_fixed_point, custom_root, root_jvp, root_vjp
+from hyperopt.linear_solve import LinearSolveError, LinearSolveWarning
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LinearSolveError",
+    "LinearSolveWarning",
+    "custom_fixed_point",
+    "custom_root",
+    "linear_solve",
+    "root_jvp",
+    "root_vjp",
+]
