@@ -123,8 +123,8 @@ def _partition(tree):
     """Split a pytree's leaves into dynamic ones and a function that rebuilds the tree."""
     leaves, treedef = jax.tree.flatten(tree)
     mask = [_is_dynamic(leaf) for leaf in leaves]
-    dynamic = [leaf for leaf, m in zip(leaves, mask) if m]
-    static = [leaf for leaf, m in zip(leaves, mask) if not m]
+    dynamic = [leaf for leaf, m in zip(leaves, mask, strict=True) if m]
+    static = [leaf for leaf, m in zip(leaves, mask, strict=True) if not m]
 
     def rebuild(dyn):
         dyn_it, static_it = iter(dyn), iter(static)
@@ -140,14 +140,17 @@ def _zero_tangent(x):
     return np.zeros(x.shape, dtype=jax.dtypes.float0)
 
 
-def _canonical_call(signature: inspect.Signature, args, kwargs, name: str):
-    """Binds ``(args, kwargs)`` to the reference signature so that equal calls look equal."""
+def _check_call(signature: inspect.Signature, args, kwargs, name: str) -> None:
+    """Fails early, with the signature in the message, when the call cannot bind to it.
+
+    The call itself keeps the caller's positional/keyword split: keyword arguments travel
+    as a dict, whose pytree flattening is sorted by key, so their order never matters.
+    """
     try:
-        bound = signature.bind(None, *args, **kwargs)
+        signature.bind(None, *args, **kwargs)
     except TypeError as e:
         raise TypeError(f"arguments {args!r}/{sorted(kwargs)} do not match the signature "
                         f"{signature} of {name}: {e}") from None
-    return tuple(bound.args[1:]), dict(bound.kwargs)
 
 
 def _implicit_solve(solver_fun, optimality_fun, solve, has_aux, init_params, args, kwargs):
@@ -228,7 +231,7 @@ def custom_root(optimality_fun: Callable, has_aux: bool = False,
     def decorator(solver_fun: Callable) -> Callable:
         @functools.wraps(solver_fun)
         def wrapped(init_params, *args, **kwargs):
-            args, kwargs = _canonical_call(signature, args, kwargs, name)
+            _check_call(signature, args, kwargs, name)
             return _implicit_solve(solver_fun, optimality_fun, solve, has_aux,
                                    init_params, args, kwargs)
         return wrapped

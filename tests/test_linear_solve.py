@@ -1,0 +1,157 @@
+"""Every linear solver against numpy's dense answer, and failures that are not silent."""
+
+import functools
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import hyperopt
+from hyperopt import linear_solve as ls
+
+
+def _spd(p, seed=0, cond=100.0):
+    rng = np.random.default_rng(seed)
+    Q, _ = np.linalg.qr(rng.normal(size=(p, p)))
+    return Q @ np.diag(np.geomspace(1.0, cond, p)) @ Q.T
+
+
+def _nonsymmetric(p, seed=1):
+    rng = np.random.default_rng(seed)
+    return _spd(p, seed) + 0.3 * rng.normal(size=(p, p)) / np.sqrt(p)
+
+
+ALL_SOLVERS = {
+    "cg": ls.solve_cg,
+    "normal_cg": ls.solve_normal_cg,
+    "gmres": ls.solve_gmres,
+    "bicgstab": ls.solve_bicgstab,
+    "cholesky": ls.solve_cholesky,
+    "lu": ls.solve_lu,
+    "auto": ls.solve_auto,
+    "auto_iterative": functools.partial(ls.solve_auto, dense_threshold=0),
+}
+GENERAL_SOLVERS = {k: v for k, v in ALL_SOLVERS.items() if k not in ("cg", "cholesky")}
+
+
+@pytest.mark.parametrize("name", ALL_SOLVERS)
+def test_spd_system_matches_dense(name):
+    A = _spd(40)
+    b = np.random.default_rng(2).normal(size=40)
+    x = ALL_SOLVERS[name](lambda v: jnp.asarray(A) @ v, jnp.asarray(b))
+    assert np.linalg.norm(x - np.linalg.solve(A, b)) / np.linalg.norm(np.linalg.solve(A, b)) < 1e-8
+
+
+@pytest.mark.parametrize("name", GENERAL_SOLVERS)
+def test_nonsymmetric_system_matches_dense(name):
+    A = _nonsymmetric(30)
+    b = np.random.default_rng(3).normal(size=30)
+    x = GENERAL_SOLVERS[name](lambda v: jnp.asarray(A) @ v, jnp.asarray(b))
+    ref = np.linalg.solve(A, b)
+    assert np.linalg.norm(x - ref) / np.linalg.norm(ref) < 1e-8
+
+
+@pytest.mark.parametrize("name", ALL_SOLVERS)
+def test_pytree_system_and_ridge(name):
+    """A block-diagonal SPD system on {"a": (5,), "b": (2, 3)} with a ridge term."""
+    Aa, Ab = _spd(5, 4), _spd(6, 5)
+    matvec = lambda x: {"a": jnp.asarray(Aa) @ x["a"], "b": (jnp.asarray(Ab) @ x["b"].ravel()).reshape(2, 3)}
+    rng = np.random.default_rng(6)
+    b = {"a": jnp.asarray(rng.normal(size=5)), "b": jnp.asarray(rng.normal(size=(2, 3)))}
+    ridge = 0.5
+    solver = ALL_SOLVERS[name]
+    if name.startswith("auto"):
+        matvec_r = lambda x: jax.tree.map(lambda u, v: u + ridge * v, matvec(x), x)
+        x = jax.jit(lambda b: solver(matvec_r, b))(b)  # solve_auto has no ridge option
+    elif name == "normal_cg":
+        x = solver(matvec, b)  # ridge regularizes the normal system there: checked apart
+        ridge = 0.0
+    else:
+        x = solver(matvec, b, ridge=ridge)
+    ref_a = np.linalg.solve(Aa + ridge * np.eye(5), np.asarray(b["a"]))
+    ref_b = np.linalg.solve(Ab + ridge * np.eye(6), np.asarray(b["b"]).ravel()).reshape(2, 3)
+    np.testing.assert_allclose(x["a"], ref_a, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(x["b"], ref_b, rtol=1e-8, atol=1e-10)
+
+
+def test_normal_cg_ridge_solves_regularized_normal_equations():
+    A = _nonsymmetric(20)
+    b = np.random.default_rng(7).normal(size=20)
+    x = ls.solve_normal_cg(lambda v: jnp.asarray(A) @ v, jnp.asarray(b), ridge=0.1)
+    ref = np.linalg.solve(A.T @ A + 0.1 * np.eye(20), A.T @ b)
+    np.testing.assert_allclose(x, ref, rtol=1e-8)
+
+
+def test_warm_start_init_is_used():
+    A = _spd(30, cond=1e4)
+    b = np.random.default_rng(8).normal(size=30)
+    exact = np.linalg.solve(A, b)
+    matvec = lambda v: jnp.asarray(A) @ v
+    # Starting at the answer, one iteration suffices; from zero it does not.
+    x = ls.solve_cg(matvec, jnp.asarray(b), init=jnp.asarray(exact), maxiter=1)
+    np.testing.assert_allclose(x, exact, rtol=1e-8)
+    with pytest.warns(hyperopt.LinearSolveWarning):
+        ls.solve_cg(matvec, jnp.asarray(b), maxiter=1)
+
+
+@pytest.mark.parametrize("name", ["cg", "gmres", "bicgstab", "normal_cg"])
+def test_nonconverged_solve_warns_with_residual(name):
+    A = _spd(50, cond=1e6)
+    b = jnp.ones(50)
+    solver = functools.partial(ALL_SOLVERS[name], maxiter=1)
+    with pytest.warns(hyperopt.LinearSolveWarning, match=r"relative residual [0-9.e+-]+ >"):
+        solver(lambda v: jnp.asarray(A) @ v, b)
+
+
+def test_nonconverged_solve_raises_when_asked_eager_and_jit():
+    A = jnp.asarray(_spd(50, cond=1e6))
+    solve = functools.partial(ls.solve_cg, maxiter=1, on_failure="raise")
+    with pytest.raises(hyperopt.LinearSolveError, match="solve_cg did not converge"):
+        solve(lambda v: A @ v, jnp.ones(50))
+    with pytest.raises(Exception, match="solve_cg did not converge"):
+        jax.jit(lambda b: solve(lambda v: A @ v, b))(jnp.ones(50)).block_until_ready()
+
+
+def test_cholesky_on_indefinite_matrix_reports_failure():
+    A = jnp.diag(jnp.array([1.0, -1.0, 2.0]))
+    with pytest.warns(hyperopt.LinearSolveWarning, match="solve_cholesky"):
+        ls.solve_cholesky(lambda v: A @ v, jnp.ones(3))
+
+
+def test_ignore_is_silent():
+    A = jnp.asarray(_spd(50, cond=1e6))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ls.solve_cg(lambda v: A @ v, jnp.ones(50), maxiter=1, on_failure="ignore")
+
+
+def test_failed_solve_inside_grad_warns():
+    """JAXopt #466: a failing solve in a hypergradient must not pass silently."""
+    A = jnp.asarray(_spd(20, cond=1e6))
+    F = lambda x, theta: A @ x - theta
+    solver = hyperopt.custom_root(F, solve=functools.partial(ls.solve_cg, maxiter=1))(
+        lambda init, theta: jnp.linalg.solve(A, theta))
+    with pytest.warns(hyperopt.LinearSolveWarning):
+        jax.grad(lambda t: jnp.sum(solver(None, t)))(jnp.ones(20))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"tol": 0.0}, r"tol=0.0; allowed: a positive number"),
+    ({"tol": -1e-3}, r"tol=-0.001; allowed"),
+    ({"maxiter": 0}, r"maxiter=0; allowed: a positive integer"),
+    ({"on_failure": "loud"}, r"on_failure='loud'; allowed: warn, raise, ignore"),
+])
+def test_bad_options_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ls.solve_cg(lambda v: v, jnp.ones(3), **kwargs)
+
+
+def test_float32_default_tolerance_is_reachable():
+    A = jnp.asarray(_spd(20, cond=10.0), dtype=jnp.float32)
+    b = jnp.ones(20, dtype=jnp.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x = ls.solve_cg(lambda v: A @ v, b)
+    assert x.dtype == jnp.float32
