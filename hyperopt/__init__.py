@@ -7,18 +7,39 @@ The library half is argmin differentiation with JAXopt's names::
     hyperopt.linear_solve.solve_cg, ...
 """
 
-from hyperopt import linear_solve
+from hyperopt import linear_solve, prox
 from hyperopt.implicit_diff import custom_fixed_point, custom_root, root_jvp, root_vjp
 from hyperopt.linear_solve import LinearSolveError, LinearSolveWarning
+from hyperopt.solvers import (
+    LBFGS,
+    BlockCoordinateDescent,
+    CompositeLinearFunction,
+    GradientDescent,
+    IterativeSolver,
+    MirrorDescent,
+    OptStep,
+    ProjectedGradient,
+    ProximalGradient,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "LBFGS",
+    "BlockCoordinateDescent",
+    "CompositeLinearFunction",
+    "GradientDescent",
+    "IterativeSolver",
+    "MirrorDescent",
+    "OptStep",
+    "ProjectedGradient",
+    "ProximalGradient",
     "LinearSolveError",
     "LinearSolveWarning",
     "custom_fixed_point",
     "custom_root",
     "linear_solve",
+    "prox",
     "root_jvp",
     "root_vjp",
 ]

@@ -352,9 +352,7 @@ def _table(runs: list[Run]) -> str:
         )
     header = "".join(f"<th>{html.escape(h)}</th>" for h in head)
     return (
-        f"<table>\n<thead><tr>{header}</tr></thead>\n<tbody>\n"
-        + "\n".join(rows)
-        + ("\n</tbody>\n</table>")
+        f"<table>\n<thead><tr>{header}</tr></thead>\n<tbody>\n" + "\n".join(rows) + ("\n</tbody>\n</table>")
     )
 
 
@@ -414,9 +412,7 @@ def write_report(path: str | Path, out: str | Path | None = None) -> Path:
         raise ReportError(f"{root} is not a folder" if root.exists() else f"{root} does not exist")
     run_dirs = find_runs(root)
     if not run_dirs:
-        raise ReportError(
-            f"no runs under {root} (no folder with {METRICS_FILE} and {SUMMARY_FILE})"
-        )
+        raise ReportError(f"no runs under {root} (no folder with {METRICS_FILE} and {SUMMARY_FILE})")
     runs = [load_run(d, root) for d in run_dirs]
     out_dir = Path(out) if out is not None else root
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -472,8 +468,7 @@ def wandb_sync_command(path: str | Path) -> str:
         (
             d
             for d in root.rglob("offline-run-*")
-            if d.is_dir()
-            and any(not f.with_suffix(".wandb.synced").exists() for f in d.glob("*.wandb"))
+            if d.is_dir() and any(not f.with_suffix(".wandb.synced").exists() for f in d.glob("*.wandb"))
         ),
         key=_natural_key,
     )

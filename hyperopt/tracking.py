@@ -116,6 +116,11 @@ def _null_to_nan(value: Any) -> Any:
     return value
 
 
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(to_builtin(value), allow_nan=False)
 
@@ -356,7 +361,7 @@ class WandbTracker(Tracker):
             try:
                 return self._wandb_init(wandb, "online", kwargs, settings)
             except Exception as e:  # any failure here means "no server"
-                _online_failure = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+                _online_failure = _first_line(e)
                 run = self._wandb_init(wandb, "offline", kwargs, None)
                 self.mode = "offline"
                 warnings.warn(
@@ -390,8 +395,7 @@ class WandbTracker(Tracker):
         except Exception as e:
             if mode == "online":
                 raise
-            first = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
-            raise TrackingError(f"wandb {mode} init failed in {self.run_dir}: {first}") from e
+            raise TrackingError(f"wandb {mode} init failed in {self.run_dir}: {_first_line(e)}") from e
 
     def log_config(self, config: Mapping[str, Any]) -> None:
         if self.run is not None:

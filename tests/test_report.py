@@ -24,24 +24,37 @@ def _write_run(run_dir, *, problem, dataset, mode, solver, steps=5, images=None)
     with open(run_dir / "metrics.jsonl", "w") as f:
         for step in range(steps):
             row = {
-                "step": step, "time": slow * 0.1 * (step + 1), "outer_loss": 1.0 / (step + 1),
-                "val_loss": 1.1 / (step + 1), "test_loss": 1.2 / (step + 1),
-                "hypergrad_time": slow * 0.01, "step_time": slow * 0.02,
-                "inner_iterations": 20 - step, "inner_error": 1e-9,
+                "step": step,
+                "time": slow * 0.1 * (step + 1),
+                "outer_loss": 1.0 / (step + 1),
+                "val_loss": 1.1 / (step + 1),
+                "test_loss": 1.2 / (step + 1),
+                "hypergrad_time": slow * 0.01,
+                "step_time": slow * 0.02,
+                "inner_iterations": 20 - step,
+                "inner_error": 1e-9,
                 "linear_residual": None if mode == "unrolled" else 1e-10,
                 "hypergrad_norm": None if step == 2 else 0.5,  # a non-finite value
-                "hparam/l2reg": 0.1 * step, "hparam_norm/pixels": 3.0 + step,
-            }  # fmt: skip
+                "hparam/l2reg": 0.1 * step,
+                "hparam_norm/pixels": 3.0 + step,
+            }
             f.write(json.dumps(row) + "\n")
     summary = {
-        "problem": problem, "dataset": dataset, "mode": mode, "solver": solver,
-        "steps": steps, "best_step": steps - 1,
+        "problem": problem,
+        "dataset": dataset,
+        "mode": mode,
+        "solver": solver,
+        "steps": steps,
+        "best_step": steps - 1,
         "final": {"val_loss": 0.22, "test_loss": 0.24, "val_accuracy": 0.9},
         "best": {"val_loss": 0.2 if mode == "implicit" else 0.3, "test_loss": None},
-        "hparams": {"l2reg": 0.4}, "total_time": 12.5 * slow, "compile_time": 2.0,
-        "peak_memory_mb": None if mode == "unrolled" else 512.0, "status": "completed",
+        "hparams": {"l2reg": 0.4},
+        "total_time": 12.5 * slow,
+        "compile_time": 2.0,
+        "peak_memory_mb": None if mode == "unrolled" else 512.0,
+        "status": "completed",
         "versions": {"jax": "0.10.2"},
-    }  # fmt: skip
+    }
     if images is not None:
         np.save(run_dir / "images.npy", images)
         summary |= {"image_shape": [8, 8], "image_labels": list(range(len(images)))}
@@ -52,11 +65,11 @@ def _write_run(run_dir, *, problem, dataset, mode, solver, steps=5, images=None)
 def sweep(tmp_path):
     root = tmp_path / "multirun" / "12-00-00"
     _write_run(root / "0", problem="ridge", dataset="diabetes", mode="implicit", solver="lbfgs")
-    _write_run(root / "1", problem="ridge", dataset="diabetes", mode="unrolled",
-               solver="gd<script>&")  # fmt: skip
+    _write_run(root / "1", problem="ridge", dataset="diabetes", mode="unrolled", solver="gd<script>&")
     images = np.random.default_rng(0).uniform(0, 16, size=(10, 64))
-    _write_run(root / "2", problem="distillation", dataset="digits", mode="implicit",
-               solver="gd", images=images)  # fmt: skip
+    _write_run(
+        root / "2", problem="distillation", dataset="digits", mode="implicit", solver="gd", images=images
+    )
     (root / "multirun.yaml").write_text("hydra: {}\n")  # sweep-level files are not runs
     return root
 
@@ -107,8 +120,10 @@ def test_report_compares_runs_of_a_sweep(sweep):
     header, *rows = page.rows
     table = [dict(zip(header, row, strict=True)) for row in rows]
     assert [(r["run"], r["mode"], r["problem"]) for r in table] == [
-        ("0", "implicit", "ridge"), ("1", "unrolled", "ridge"), ("2", "implicit", "distillation"),
-    ]  # fmt: skip
+        ("0", "implicit", "ridge"),
+        ("1", "unrolled", "ridge"),
+        ("2", "implicit", "distillation"),
+    ]
     assert [r["best val_loss"] for r in table] == ["0.2", "0.3", "0.2"]
     assert table[0]["final test_loss"] == "0.24" and table[0]["best test_loss"] == "nan"
     assert table[0]["peak memory (MB)"] == "512" and table[1]["peak memory (MB)"] == "–"
@@ -120,8 +135,7 @@ def test_report_compares_runs_of_a_sweep(sweep):
 
     pngs = ["outer_loss.png", "step_cost.png", "hparams.png", "resources.png", "images_2.png"]
     assert sorted(p.name for p in sweep.glob("*.png")) == sorted(pngs)
-    embedded = [base64.b64decode(src.removeprefix("data:image/png;base64,"))
-                for src in page.images]  # fmt: skip
+    embedded = [base64.b64decode(src.removeprefix("data:image/png;base64,")) for src in page.images]
     assert all(src.startswith("data:image/png;base64,") for src in page.images)
     assert embedded == [(sweep / name).read_bytes() for name in pngs]
     assert all(data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 1000 for data in embedded)
@@ -197,6 +211,7 @@ def test_wandb_export_prints_sync_command_for_unsynced_offline_runs(sweep, capsy
 
 def test_sweep_jobs_sort_numerically(tmp_path):
     for job in (10, 2, 9, 0):
-        _write_run(tmp_path / str(job), problem="ridge", dataset="wine", mode="implicit",
-                   solver="gd", steps=2)  # fmt: skip
+        _write_run(
+            tmp_path / str(job), problem="ridge", dataset="wine", mode="implicit", solver="gd", steps=2
+        )
     assert [p.name for p in find_runs(tmp_path)] == ["0", "2", "9", "10"]

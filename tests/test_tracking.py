@@ -81,8 +81,13 @@ def test_log_config_writes_yaml(tmp_path):
 
 def test_summary_is_written_atomically(tmp_path, monkeypatch):
     tracker = JsonlTracker(tmp_path)
-    tracker.summary({"status": "completed", "final": {"val_loss": math.inf}, "hparams": {
-        "l2reg": np.array([0.5, math.nan])}})  # fmt: skip
+    tracker.summary(
+        {
+            "status": "completed",
+            "final": {"val_loss": math.inf},
+            "hparams": {"l2reg": np.array([0.5, math.nan])},
+        }
+    )
     summary = read_summary(tmp_path)
     assert summary["status"] == "completed"
     assert math.isnan(summary["final"]["val_loss"])
@@ -167,10 +172,15 @@ def test_multi_tracker_fans_out_and_finishes_all(tmp_path):
             tracker.log(0, {})
             tracker.summary({"status": "completed"})
     assert calls == [
-        ("a", "config", 0), ("b", "config", 0), ("a", "log", 0), ("b", "log", 0),
-        ("a", "summary", "completed"), ("b", "summary", "completed"),
-        ("a", "finish", 0), ("b", "finish", 0),
-    ]  # fmt: skip
+        ("a", "config", 0),
+        ("b", "config", 0),
+        ("a", "log", 0),
+        ("b", "log", 0),
+        ("a", "summary", "completed"),
+        ("b", "summary", "completed"),
+        ("a", "finish", 0),
+        ("b", "finish", 0),
+    ]
 
 
 def test_run_labels_group_by_mode():
@@ -189,8 +199,11 @@ def _inspect(sync_dir: Path) -> list[dict]:
     """Reads a .wandb transaction log back with wandb's own reader (wandb >= 0.31)."""
     out = subprocess.run(
         [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(sync_dir)],
-        capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
 
 
@@ -240,9 +253,7 @@ def test_wandb_offline_history_reads_back(offline_run):
 
 def _children() -> set[str]:
     return {
-        pid
-        for task in Path("/proc/self/task").iterdir()
-        for pid in (task / "children").read_text().split()
+        pid for task in Path("/proc/self/task").iterdir() for pid in (task / "children").read_text().split()
     }
 
 

@@ -1,0 +1,63 @@
+"""The one iteration loop shared by every solver.
+
+A solver supplies ``step(params, state) -> (params, state)`` whose ``state`` has the
+fields ``iter_num``, ``error`` (optimality error of ``params``) and ``converged``; this
+module runs it:
+
+* implicit mode (``unrolled=False``): a ``lax.while_loop`` that stops at ``tol``. It is
+  not reverse-differentiable; derivatives come from ``custom_root`` around it.
+* unrolled mode (``unrolled=True``): a ``lax.scan`` of exactly ``maxiter`` steps, so that
+  ``jax.grad`` differentiates the iterates. Once converged, the iterate is frozen with
+  ``jnp.where`` rather than ``lax.cond``: reverse mode through a cond inside a scan
+  stores the cond's operands (the data) at every step (541 MiB vs 0.4 MiB for 100 steps
+  in ``shared/ANCHORS.md``), while a ``where`` stores only what the step itself needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["run_loop", "tree_where"]
+
+
+def tree_where(cond, a, b):
+    """``jnp.where(cond, a, b)`` leaf by leaf over two pytrees of the same structure."""
+    return jax.tree.map(lambda x, y: jnp.where(cond, x, y), a, b)
+
+
+def run_loop(step: Callable[[Any, Any], tuple[Any, Any]], params, state, *, maxiter: int,
+             tol: float, unrolled: bool, verbose: bool = False) -> tuple[Any, Any]:
+    """Iterates ``step`` from ``(params, state)`` until ``state.error <= tol`` or ``maxiter``.
+
+    Returns ``(params, state)`` with ``state.converged`` set.
+    """
+    def report(params, state):
+        if verbose:
+            jax.debug.print("iter {i}  error {e:.3e}", i=state.iter_num, e=state.error)
+
+    if unrolled:
+        def body(carry, _):
+            params, state = carry
+            new_params, new_state = step(params, state)
+            done = state.error <= tol
+            params, state = tree_where(done, (params, state), (new_params, new_state))
+            report(params, state)
+            return (params, state), None
+
+        params, state = jax.lax.scan(body, (params, state), None, length=maxiter)[0]
+    else:
+        def cond(carry):
+            _, state = carry
+            return (state.iter_num < maxiter) & (state.error > tol)
+
+        def body(carry):
+            params, state = step(*carry)
+            report(params, state)
+            return params, state
+
+        params, state = jax.lax.while_loop(cond, body, (params, state))
+    return params, state._replace(converged=state.error <= tol)

@@ -1,0 +1,18 @@
+"""Iterative solvers whose ``run`` is differentiable implicitly or by unrolling."""
+
+from hyperopt.solvers.base import IterativeSolver, OptStep
+from hyperopt.solvers.block import BlockCoordinateDescent, CompositeLinearFunction, MirrorDescent
+from hyperopt.solvers.gradient import GradientDescent, ProjectedGradient, ProximalGradient
+from hyperopt.solvers.lbfgs import LBFGS
+
+__all__ = [
+    "LBFGS",
+    "BlockCoordinateDescent",
+    "CompositeLinearFunction",
+    "GradientDescent",
+    "IterativeSolver",
+    "MirrorDescent",
+    "OptStep",
+    "ProjectedGradient",
+    "ProximalGradient",
+]

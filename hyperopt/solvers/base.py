@@ -1,0 +1,142 @@
+"""The base of every iterative solver: ``run`` and the one implicit/unrolled switch."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hyperopt.implicit_diff import custom_root
+from hyperopt.loop import run_loop
+
+__all__ = [
+    "IterativeSolver", "OptStep", "backtracking", "default_tol", "rounding_slack", "tree_norm", "tree_vdot",
+]
+
+
+class OptStep(NamedTuple):
+    """What ``run`` returns: the solution ``params`` and the solver's final ``state``.
+
+    Every state has ``iter_num`` (iterations done), ``error`` (the solver's optimality
+    error at ``params``) and ``converged`` (``error <= tol``).
+    """
+
+    params: Any
+    state: Any
+
+
+def tree_norm(tree) -> jax.Array:
+    return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree)))
+
+
+def tree_vdot(a, b) -> jax.Array:
+    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
+def default_tol(params) -> float:
+    """1e-8 in float64 (hypergradients accurate to ~1e-8), 1e-4 in float32."""
+    leaves = jax.tree.leaves(params)
+    dtype = jnp.result_type(*leaves) if leaves else jnp.float32
+    return 1e-8 if np.finfo(dtype).eps < 1e-10 else 1e-4
+
+
+def rounding_slack(value) -> jax.Array:
+    """Decrease tests accept changes below the rounding error of ``value``: near the
+    optimum, true decreases vanish in rounding and the step would otherwise collapse."""
+    return 10 * jnp.finfo(value.dtype).eps * jnp.abs(value)
+
+
+def backtracking(accept: Callable[[jax.Array], jax.Array], stepsize, *, maxls: int,
+                 decrease_factor: float) -> jax.Array:
+    """Largest ``stepsize * decrease_factor**k`` (k < maxls) for which ``accept`` holds.
+
+    The caller passes ``accept`` built from ``stop_gradient``-ed inputs, so the search is
+    never differentiated: the chosen step is locally constant in the hyperparameters,
+    which keeps unrolled derivatives finite (JAXopt's unrolled LBFGS line search gives
+    NaN) and lets reverse mode pass the inner ``while_loop``.
+    """
+    def cond(carry):
+        eta, k, ok = carry
+        return (~ok) & (k < maxls)
+
+    def body(carry):
+        eta, k, _ = carry
+        eta = eta * decrease_factor
+        return eta, k + 1, accept(eta)
+
+    eta, _, _ = jax.lax.while_loop(cond, body, (stepsize, 0, accept(stepsize)))
+    return jax.lax.stop_gradient(eta)
+
+
+@dataclasses.dataclass(eq=False, kw_only=True)
+class IterativeSolver:
+    """Options common to all solvers (keyword-only).
+
+    Attributes:
+      maxiter: maximum number of iterations (scan length in unrolled mode).
+      tol: stop when the state's ``error`` is at most ``tol``; default 1e-8 in float64
+        and 1e-4 in float32 (accurate hypergradients need tight inner solves).
+      implicit_diff: ``True``: derivatives of ``run`` by implicit differentiation of the
+        solver's optimality condition; ``False``: by autodiff of the unrolled iterations.
+      implicit_diff_solve: linear solver for the implicit system (default
+        :func:`hyperopt.linear_solve.solve_auto`).
+      jit: compile ``run`` (once per solver object and argument shapes).
+      verbose: print the error at every iteration.
+    """
+
+    maxiter: int = 500
+    tol: float | None = None
+    implicit_diff: bool = True
+    implicit_diff_solve: Callable | None = None
+    jit: bool = True
+    verbose: bool = False
+
+    def __post_init__(self):
+        if not (isinstance(self.maxiter, (int, np.integer)) and self.maxiter > 0):
+            raise ValueError(f"maxiter={self.maxiter!r}; allowed: a positive integer")
+        if self.tol is not None and not self.tol > 0:
+            raise ValueError(f"tol={self.tol!r}; allowed: a positive number")
+
+    # -- what a solver supplies -------------------------------------------------------
+    def init_state(self, init_params, *args, **kwargs):
+        raise NotImplementedError
+
+    def update(self, params, state, *args, **kwargs) -> OptStep:
+        raise NotImplementedError
+
+    def optimality_fun(self, params, *args, **kwargs):
+        """Zero at a solution; its Jacobian defines the implicit linear system."""
+        raise NotImplementedError
+
+    def _reference_signature(self) -> Callable | None:
+        """A function whose signature ``run``'s arguments (after ``init_params``) follow."""
+        return None
+
+    # -- the shared machinery ---------------------------------------------------------
+    def _run_iterations(self, init_params, *args, **kwargs):
+        tol = default_tol(init_params) if self.tol is None else self.tol
+        state = self.init_state(init_params, *args, **kwargs)
+        step = lambda params, state: tuple(self.update(params, state, *args, **kwargs))
+        return run_loop(step, init_params, state, maxiter=self.maxiter, tol=tol,
+                        unrolled=not self.implicit_diff, verbose=self.verbose)
+
+    @functools.cached_property
+    def _compiled_run(self) -> Callable:
+        run = self._run_iterations
+        if self.implicit_diff:  # the one place where implicit vs unrolled is decided
+            run = custom_root(self.optimality_fun, has_aux=True, solve=self.implicit_diff_solve,
+                              reference_signature=self._reference_signature())(run)
+        return jax.jit(run) if self.jit else run
+
+    def run(self, init_params, *args, **kwargs) -> OptStep:
+        """Solves from ``init_params``; ``args``/``kwargs`` are the objective's arguments.
+
+        Differentiable with respect to ``args``/``kwargs`` (implicitly or unrolled).
+        """
+        params, state = self._compiled_run(init_params, *args, **kwargs)
+        return OptStep(params, state)
