@@ -13,6 +13,7 @@ from hyperopt.linear_solve import LinearSolveError, LinearSolveWarning
 from hyperopt.solvers import (
     LBFGS,
     BlockCoordinateDescent,
+    ClosedForm,
     CompositeLinearFunction,
     GradientDescent,
     IterativeSolver,
@@ -27,6 +28,7 @@ __version__ = "0.1.0"
 __all__ = [
     "LBFGS",
     "BlockCoordinateDescent",
+    "ClosedForm",
     "CompositeLinearFunction",
     "GradientDescent",
     "IterativeSolver",

@@ -76,6 +76,10 @@ def root_jvp(optimality_fun: Callable, sol, args: tuple, tangents: tuple,
     return dx
 
 
+def _negate(g):
+    return g if g.dtype == jax.dtypes.float0 else -g  # integer arguments have float0 cotangents
+
+
 def root_vjp(optimality_fun: Callable, sol, args: tuple, cotangent,
              solve: LinearSolve | None = None, return_residual: bool = False):
     """Vector-Jacobian product of a root: ``vᵀ ∂x*(θ)`` for every argument.
@@ -101,7 +105,7 @@ def root_vjp(optimality_fun: Callable, sol, args: tuple, cotangent,
     matvec_t = lambda u: vjp_x(u)[0]
     u = _linear_solve(matvec_t, cotangent, solve)
     _, vjp_args = jax.vjp(lambda *a: optimality_fun(sol, *a), *args)
-    out = tuple(jax.tree.map(jnp.negative, g) for g in vjp_args(u))
+    out = tuple(jax.tree.map(_negate, g) for g in vjp_args(u))
     if return_residual:
         return out, relative_residual(matvec_t, cotangent, u)
     return out

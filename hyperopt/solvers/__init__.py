@@ -1,6 +1,6 @@
 """Iterative solvers whose ``run`` is differentiable implicitly or by unrolling."""
 
-from hyperopt.solvers.base import IterativeSolver, OptStep
+from hyperopt.solvers.base import ClosedForm, IterativeSolver, OptStep
 from hyperopt.solvers.block import BlockCoordinateDescent, CompositeLinearFunction, MirrorDescent
 from hyperopt.solvers.gradient import GradientDescent, ProjectedGradient, ProximalGradient
 from hyperopt.solvers.lbfgs import LBFGS
@@ -8,6 +8,7 @@ from hyperopt.solvers.lbfgs import LBFGS
 __all__ = [
     "LBFGS",
     "BlockCoordinateDescent",
+    "ClosedForm",
     "CompositeLinearFunction",
     "GradientDescent",
     "IterativeSolver",

@@ -15,6 +15,7 @@ from hyperopt.implicit_diff import custom_root
 from hyperopt.loop import run_loop
 
 __all__ = [
+    "ClosedForm",
     "IterativeSolver", "OptStep", "backtracking", "default_tol", "rounding_slack", "tree_norm", "tree_vdot",
 ]
 
@@ -99,7 +100,8 @@ class IterativeSolver:
     def __post_init__(self):
         if not (isinstance(self.maxiter, (int, np.integer)) and self.maxiter > 0):
             raise ValueError(f"maxiter={self.maxiter!r}; allowed: a positive integer")
-        if self.tol is not None and not self.tol > 0:
+        # tol may be a tracer: the outer loop tightens it as it converges (HOAG schedule).
+        if self.tol is not None and not isinstance(self.tol, jax.core.Tracer) and not self.tol > 0:
             raise ValueError(f"tol={self.tol!r}; allowed: a positive number")
 
     # -- what a solver supplies -------------------------------------------------------
@@ -140,3 +142,35 @@ class IterativeSolver:
         """
         params, state = self._compiled_run(init_params, *args, **kwargs)
         return OptStep(params, state)
+
+
+class ClosedFormState(NamedTuple):
+    iter_num: jax.Array
+    error: jax.Array
+    converged: jax.Array
+
+
+@dataclasses.dataclass(eq=False)
+class ClosedForm(IterativeSolver):
+    """A direct solver with the interface of the iterative ones.
+
+    ``solve(*args) -> params`` computes the solution (e.g. a Cholesky solve) and
+    ``optimality(params, *args)`` is zero there. ``implicit_diff=True`` differentiates
+    through the optimality condition; ``False`` differentiates ``solve`` itself.
+    ``state.error`` is the norm of the optimality residual.
+
+    Example:
+      >>> ClosedForm(solve=ridge_cholesky, optimality=ridge_gradient).run(None, lam, X, y)
+    """
+
+    solve: Callable
+    optimality: Callable
+
+    def optimality_fun(self, params, *args, **kwargs):
+        return self.optimality(params, *args, **kwargs)
+
+    def _run_iterations(self, init_params, *args, **kwargs):
+        params = self.solve(*args, **kwargs)
+        error = tree_norm(self.optimality(params, *args, **kwargs))
+        tol = default_tol(params) if self.tol is None else self.tol
+        return params, ClosedFormState(jnp.asarray(1), error, error <= tol)

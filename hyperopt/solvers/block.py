@@ -55,11 +55,11 @@ class BlockState(NamedTuple):
     converged: jax.Array
 
 
-def _fixed_point_residual(fun, block_prox, x, hyperparams, args, eta):
+def _fixed_point_residual(fun, block_prox, x, hyperparams, args, eta, hp_axis=None):
     """``prox_rows(x - η ∇f(x)) - x``: zero exactly at a solution."""
     grad = jax.grad(fun)(x, *args)
     moved = x - eta * grad
-    return jax.vmap(block_prox, in_axes=(0, None, None))(moved, hyperparams, eta) - x
+    return jax.vmap(block_prox, in_axes=(0, hp_axis, None))(moved, hyperparams, eta) - x
 
 
 def _global_stepsize(fun: CompositeLinearFunction, args):
@@ -82,6 +82,8 @@ class BlockCoordinateDescent(IterativeSolver):
       fun: a :class:`CompositeLinearFunction`.
       block_prox: ``prox(x_i, hyperparams_prox, scaling)`` for one block, e.g.
         :func:`hyperopt.prox.prox_lasso` or a simplex projection.
+      block_hyperparams: ``hyperparams_prox`` holds one entry per block along its first
+        axis (e.g. per-feature lasso penalties); block ``i`` gets entry ``i``.
 
     Example:
       >>> bcd = BlockCoordinateDescent(fun=svm_dual_fun, block_prox=prox_simplex_block)
@@ -90,6 +92,12 @@ class BlockCoordinateDescent(IterativeSolver):
 
     fun: CompositeLinearFunction
     block_prox: Callable = prox_lib.prox_none
+    block_hyperparams: bool = False
+
+    def _block_hp(self, hyperparams_prox, i):
+        if not self.block_hyperparams:
+            return hyperparams_prox
+        return jax.tree.map(lambda h: h[i], hyperparams_prox)
 
     def init_state(self, init_params, hyperparams_prox, *args) -> BlockState:
         dtype = init_params.dtype
@@ -107,19 +115,19 @@ class BlockCoordinateDescent(IterativeSolver):
             g_i = jnp.tensordot(M[i], pred_grad(z, *args), axes=(0, 0))
             if c is not None:
                 g_i = g_i + c[i]
-            new_i = self.block_prox(x[i] - etas[i] * g_i, hyperparams_prox, etas[i])
+            new_i = self.block_prox(x[i] - etas[i] * g_i, self._block_hp(hyperparams_prox, i), etas[i])
             z = z + jnp.tensordot(M[i], new_i - x[i], axes=0)
             return (x.at[i].set(new_i), z), None
 
         z0 = jnp.tensordot(M, params, axes=(0, 0))
         (x, _), _ = jax.lax.scan(block_step, (params, z0), jnp.arange(params.shape[0]))
-        residual = _fixed_point_residual(self.fun, self.block_prox, x, hyperparams_prox, args,
-                                         _global_stepsize(self.fun, args))
+        residual = self.optimality_fun(x, hyperparams_prox, *args)
         return OptStep(x, BlockState(state.iter_num + 1, tree_norm(residual), state.converged))
 
     def optimality_fun(self, params, hyperparams_prox, *args):
+        hp_axis = 0 if self.block_hyperparams else None
         return _fixed_point_residual(self.fun, self.block_prox, params, hyperparams_prox, args,
-                                     _global_stepsize(self.fun, args))
+                                     _global_stepsize(self.fun, args), hp_axis)
 
     def _reference_signature(self):
         return lambda params, hyperparams_prox, *args: None

@@ -1,0 +1,317 @@
+"""``hyperopt-run``: the Hydra application (the only module that imports Hydra).
+
+    hyperopt-run                                             # the default experiment
+    hyperopt-run experiment=distill_digits mode=unrolled outer.learning_rate=0.05
+    hyperopt-run -m mode=implicit,unrolled experiment=svm_digits hydra/launcher=joblib
+
+Each run writes into its output folder: ``config.yaml`` (resolved), ``metrics.jsonl``
+(one line per outer step), ``summary.json``, ``checkpoint.pkl`` and, with the wandb
+logger, an offline wandb run under ``wandb/``. The run returns the final validation loss,
+so a Hydra sweeper (e.g. Optuna) can minimize it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import platform
+import resource
+import signal
+import sys
+import warnings
+from pathlib import Path
+
+import hydra
+import jax
+import numpy as np
+import optax
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+import hyperopt
+from hyperopt import tracking
+from hyperopt.bilevel import Bilevel, FitResult, fit
+from hyperopt.checkpoint import FolderLock, FolderLockedError, load_checkpoint, save_checkpoint
+from hyperopt.data import DataError
+from hyperopt.linear_solve import LinearSolveError
+from hyperopt.problems.base import solver_class
+
+__all__ = ["ConfigError", "check_config", "run", "run_main"]
+
+PROG = "hyperopt-run"
+
+
+class ConfigError(ValueError):
+    """A configuration value outside what is allowed."""
+
+
+def _config_dir() -> str:
+    """``configs/`` of a source checkout / editable install, else the wheel's copy."""
+    source = Path(__file__).resolve().parents[1] / "configs"
+    if (source / "config.yaml").is_file():
+        return str(source)
+    return str(Path(__file__).resolve().parent / "configs")
+
+
+# ---------------------------------------------------------------------------------------
+# Validation: one line per bad value, naming it and what is allowed
+# ---------------------------------------------------------------------------------------
+
+def _positive_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _positive(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def _check(cfg: DictConfig, key: str, ok, allowed: str, optional: bool = False) -> None:
+    value = OmegaConf.select(cfg, key, default="__missing__")
+    if value == "__missing__" or (optional and value is None):
+        return
+    if not ok(value):
+        raise ConfigError(f"{key}={value!r}; allowed: {allowed}")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raises :class:`ConfigError` for the first value outside what is allowed."""
+    _check(cfg, "steps", _positive_int, "a positive integer")
+    _check(cfg, "precision", lambda v: v in ("float32", "float64"), "float32, float64")
+    _check(cfg, "solver.maxiter", _positive_int, "a positive integer")
+    _check(cfg, "solver.tol", _positive, "a positive number or null", optional=True)
+    _check(cfg, "solver.stepsize", lambda v: isinstance(v, (int, float)) and math.isfinite(v),
+           "a finite number (<= 0 for a line search)")
+    _check(cfg, "solver.history_size", _positive_int, "a positive integer")
+    lr = OmegaConf.select(cfg, "outer.learning_rate")
+    if not isinstance(lr, DictConfig):
+        _check(cfg, "outer.learning_rate", _positive, "a positive finite number")
+    _check(cfg, "cv_folds", lambda v: isinstance(v, int) and (v == 0 or v >= 2),
+           "0 (hold-out) or an integer >= 2")
+    _check(cfg, "hparam_penalty", lambda v: _positive(v) or v == 0, "a number >= 0")
+    _check(cfg, "patience", _positive_int, "a positive integer or null", optional=True)
+    _check(cfg, "checkpoint_every", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
+    _check(cfg, "resume", lambda v: v in ("auto", True, False), "auto, true, false")
+    _check(cfg, "inner_tol", lambda v: len(v) == 3 and _positive(v[0]) and _positive(v[1])
+           and 0 < v[2] <= 1, "null or [initial > 0, final > 0, decay in (0, 1]]", optional=True)
+    for key in ("init_l2reg", "init_l1reg"):
+        _check(cfg, f"problem.{key}", _positive, "a positive number")
+    _check(cfg, "problem.l2reg", _positive, "a positive number")
+    _check(cfg, "logger.mode", lambda v: v in ("online", "offline", "disabled"),
+           "online, offline, disabled or null", optional=True)
+
+
+# ---------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------
+
+class _Progress:
+    """A live status line on a terminal; silent when stderr is not a TTY."""
+
+    def __init__(self, steps: int):
+        self.steps, self.enabled = steps, sys.stderr.isatty()
+
+    def update(self, record: dict) -> None:
+        if self.enabled:
+            sys.stderr.write(f"\rstep {record['step'] + 1}/{self.steps}  "
+                             f"outer loss {record['outer_loss']:.5g}  "
+                             f"inner iters {record['inner_iterations']}  "
+                             f"{record['step_time'] * 1e3:.1f} ms/step ")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def _warn_once(seen: set, key: str, message: str) -> None:
+    if key not in seen:
+        seen.add(key)
+        print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
+def _sweep_group(cfg: DictConfig, labels: dict) -> str | None:
+    if cfg.logger.get("group"):
+        return cfg.logger.group
+    hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN:
+        return f"{labels['group']}-{Path(hc.sweep.dir).name}"
+    return labels["group"]
+
+
+def _make_trackers(cfg: DictConfig, out_dir: Path, labels: dict, resume_step: int | None):
+    trackers = [tracking.JsonlTracker(out_dir, resume_step=resume_step)]
+    if cfg.logger.name == "wandb":
+        trackers.append(tracking.WandbTracker(
+            out_dir, project=cfg.logger.project, mode=cfg.logger.mode, entity=cfg.logger.entity,
+            group=_sweep_group(cfg, labels), job_type=labels["job_type"],
+            tags=[*labels["tags"], *cfg.logger.tags], name=out_dir.name,
+            init_timeout=cfg.logger.init_timeout))
+    return tracking.MultiTracker(*trackers)
+
+
+def _summary(result: FitResult, labels: dict, bilevel: Bilevel, data) -> dict:
+    summary = {
+        "problem": labels["problem"], "dataset": labels["dataset"], "mode": labels["mode"],
+        "solver": labels["solver"], "steps": result.state.step, "best_step": result.state.best_step,
+        "status": result.status, "final": result.final_metrics, "best": result.best_metrics,
+        "hparams": result.best_hparams,
+        "final_hparams": {k: np.asarray(v).tolist()
+                          for k, v in bilevel.problem.hparams(result.state.theta).items()},
+        "total_time": result.total_time, "compile_time": result.compile_time,
+        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "versions": {"hyperopt": hyperopt.__version__, "jax": jax.__version__,
+                     "optax": optax.__version__, "python": platform.python_version()},
+    }
+    if data.image_shape is not None and hasattr(bilevel.problem, "images"):
+        summary["image_shape"] = list(data.image_shape)
+        summary["image_labels"] = np.asarray(bilevel.problem.image_labels(data)).tolist()
+    return summary
+
+
+def run(cfg: DictConfig) -> float:
+    """Runs one experiment from a composed config; returns the final validation loss."""
+    check_config(cfg)
+    logging.getLogger("jax").setLevel(logging.WARNING)  # Hydra sets the root logger to INFO
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    jax.config.update("jax_enable_x64", cfg.precision == "float64")
+
+    data = instantiate(cfg.dataset, seed=cfg.seed, dtype=cfg.precision)
+    problem = instantiate(cfg.problem, _convert_="all")
+    problem.check_data(data)
+    make_solver = functools.partial(
+        instantiate(cfg.solver, _convert_="all"), implicit_diff=cfg.mode.implicit_diff,
+        implicit_diff_solve=instantiate(cfg.mode.linear_solve) if cfg.mode.linear_solve else None)
+    inner_tol = tuple(cfg.inner_tol) if cfg.inner_tol is not None else None
+    bilevel = Bilevel(problem=problem, make_solver=make_solver,
+                      optimizer=instantiate(cfg.outer, _convert_="all"),
+                      hparam_penalty=cfg.hparam_penalty, cv_folds=cfg.cv_folds, inner_tol=inner_tol)
+    bilevel.inner  # noqa: B018 - fails early (one line) when the problem cannot use the solver
+    labels = {"problem": problem.name, "dataset": data.name, "mode": cfg.mode.name,
+              "solver": solver_class(make_solver).__name__}
+    labels.update(tracking.run_labels({k: {"name": v} for k, v in labels.items()}))
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise tracking.TrackingError(f"output folder {out_dir} is not writable: {e.strerror or e}") from None
+
+    with FolderLock(out_dir):
+        loaded = load_checkpoint(out_dir) if cfg.resume in ("auto", True) else None
+        if loaded is None and cfg.resume is False and (out_dir / "metrics.jsonl").exists():
+            raise ConfigError(f"resume=false but {out_dir} already holds a run; allowed: "
+                              "resume=auto (continue it) or another hydra.run.dir")
+        state = loaded[0] if loaded else None
+        if state is not None:
+            print(f"{PROG}: resuming {out_dir} from step {state.step}", file=sys.stderr)
+
+        stop = {"requested": False}
+
+        def on_sigint(signum, frame):
+            stop["requested"] = True
+            print(f"\n{PROG}: interrupted; saving a checkpoint and stopping", file=sys.stderr)
+
+        try:
+            previous_handler = signal.signal(signal.SIGINT, on_sigint)
+        except ValueError:  # not in the main thread (some launchers)
+            previous_handler = None
+
+        seen: set = set()
+        progress = _Progress(cfg.steps)
+        tracker = _make_trackers(cfg, out_dir, labels, state.step if state else None)
+        try:
+            tracker.log_config(OmegaConf.to_container(cfg, resolve=True) | {"run": labels})
+
+            def on_step(state, record):
+                tracker.log(record["step"], record)
+                progress.update(record)
+                if not record["inner_converged"]:
+                    _warn_once(seen, "inner", f"inner solver stopped at solver.maxiter="
+                               f"{cfg.solver.maxiter} with error {record['inner_error']:.3g} > tol "
+                               f"{record['inner_tol']:.3g} (outer step {record['step']}; recorded "
+                               "per step as inner_converged); hypergradients may be inaccurate")
+                residual = record["linear_residual"]
+                if residual is not None and not residual <= 1e-6:
+                    _warn_once(seen, "linear", f"implicit linear solve residual {residual:.3g} at "
+                               f"outer step {record['step']} (recorded per step as linear_residual)")
+                if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
+                    save_checkpoint(out_dir, state)
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("once")
+                result = fit(bilevel, data, cfg.steps, state=state, patience=cfg.patience,
+                             min_delta=cfg.min_delta, seed=cfg.seed, callback=on_step,
+                             should_stop=lambda: stop["requested"])
+            progress.close()
+            if cfg.checkpoint_every or result.status == "interrupted":
+                save_checkpoint(out_dir, result.state)
+            if result.status == "diverged":
+                _warn_once(seen, "diverged", "outer loop diverged (non-finite or exploding outer "
+                           "loss); the best hyperparameters so far are kept in summary.json")
+            summary = _summary(result, labels, bilevel, data)
+            if "image_shape" in summary:
+                np.save(out_dir / "images.npy", np.asarray(problem.images(result.state.best_theta)))
+            tracker.summary(summary)
+        finally:
+            tracker.finish()
+            if previous_handler is not None:
+                signal.signal(signal.SIGINT, previous_handler)
+
+    best = result.best_metrics
+    print(f"{PROG}: {result.status} after {result.state.step} steps "
+          f"({result.total_time:.1f} s, {result.compile_time:.1f} s compiling); best outer loss "
+          f"{best.get('outer_loss', math.nan):.6g} at step {result.state.best_step}, "
+          f"test loss {best.get('test_loss', math.nan):.6g}; hparams "
+          f"{_short(result.best_hparams)}; output {out_dir}")
+    if result.status == "interrupted":
+        sys.exit(130)
+    return float(result.final_metrics.get("val_loss", math.inf))
+
+
+def _short(hparams: dict) -> str:
+    parts = []
+    for name, value in hparams.items():
+        value = np.asarray(value)
+        parts.append(f"{name}={float(value):.4g}" if value.size == 1 else
+                     f"{name}=<{value.size} values, mean {value.mean():.4g}>")
+    return ", ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------
+# Entry point: user errors become one line and a non-zero exit, not a traceback
+# ---------------------------------------------------------------------------------------
+
+USER_ERRORS = (ConfigError, DataError, FolderLockedError, tracking.TrackingError, LinearSolveError,
+               ValueError, TypeError, FileNotFoundError, PermissionError)
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    while isinstance(error, InstantiationException) and error.__cause__ is not None:
+        error = error.__cause__
+    return error
+
+
+@hydra.main(version_base="1.3", config_path=_config_dir(), config_name="config")
+def _app(cfg: DictConfig) -> float:
+    try:
+        return run(cfg)
+    except (InstantiationException, *USER_ERRORS) as error:
+        cause = _root_cause(error)
+        if cfg.get("debug") or not isinstance(cause, USER_ERRORS):
+            raise
+        message = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run_main() -> None:
+    """Console script ``hyperopt-run``."""
+    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    _app()

@@ -1,0 +1,108 @@
+"""What a bilevel problem provides to the outer loop.
+
+A problem couples an inner training problem, solved by an iterative solver, with an
+outer (validation) loss. Hyperparameters ``theta`` are a pytree in an unconstrained
+parameterization (e.g. ``log λ``) so that any optax optimizer can update them.
+
+Every split is passed as ``(X, y, w)`` with per-sample weights ``w`` (ones for a plain
+split, 0/1 fold masks for cross-validation), so the same code serves hold-out and k-fold
+outer losses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, ClassVar, NamedTuple
+
+import jax.numpy as jnp
+
+from hyperopt.data import Dataset
+from hyperopt.solvers.base import IterativeSolver
+
+__all__ = ["InnerSolver", "Problem", "SolverFactory", "weighted_mean"]
+
+SolverFactory = Callable[..., IterativeSolver]
+
+
+def weighted_mean(values, w):
+    """``Σ w_i v_i / Σ w_i`` (the plain mean when ``w`` is all ones)."""
+    return jnp.sum(w * values) / jnp.sum(w)
+
+
+class InnerSolver(NamedTuple):
+    """A solver wired to a problem: ``solver.run(init_params, *args(theta, X, y, w))``."""
+
+    solver: IterativeSolver
+    args: Callable[..., tuple]
+
+    def run(self, init_params, theta, X, y, w):
+        return self.solver.run(init_params, *self.args(theta, X, y, w))
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """Base of all problems. Subclasses set ``name``/``task`` and implement the methods.
+
+    Attributes:
+      outer_split: which split the outer loss is measured on (``"val"``; dataset
+        distillation measures it on ``"train"``).
+      supports_cv: whether a k-fold outer loss makes sense for this problem.
+    """
+
+    name: ClassVar[str] = "problem"
+    tasks: ClassVar[tuple[str, ...]] = ()
+    outer_split: ClassVar[str] = "val"
+    supports_cv: ClassVar[bool] = True
+
+    def init_hparams(self, data: Dataset) -> Any:
+        """Initial unconstrained hyperparameters."""
+        raise NotImplementedError
+
+    def hparams(self, theta) -> dict[str, Any]:
+        """The constrained hyperparameters (e.g. ``{"l2reg": exp(theta)}``)."""
+        raise NotImplementedError
+
+    def init_params(self, data: Dataset) -> Any:
+        """Initial inner parameters (zeros), shaped for ``data``."""
+        raise NotImplementedError
+
+    def inner_solver(self, make_solver: SolverFactory) -> InnerSolver:
+        """Builds the inner solver from ``make_solver`` (a solver class or a partial of one,
+        e.g. ``functools.partial(LBFGS, maxiter=500)``), passing what the problem defines
+        (objective, prox, ...). Raises ``ValueError`` for a solver the problem cannot use."""
+        raise NotImplementedError
+
+    def readout(self, params, theta, X, y, w):
+        """What the outer loss and metrics see, from the inner solution and the inner split.
+
+        The identity for most problems; the SVM dual maps dual variables to primal weights.
+        """
+        return params
+
+    def outer_loss(self, params, theta, X, y, w):
+        """Weighted outer loss of the inner solution on one split."""
+        raise NotImplementedError
+
+    def metrics(self, params, theta, X, y) -> dict[str, Any]:
+        """Evaluation metrics on one split: at least ``loss`` (and ``accuracy`` for classifiers)."""
+        raise NotImplementedError
+
+    # -- shared helpers ----------------------------------------------------------------
+    def check_data(self, data: Dataset) -> None:
+        if self.tasks and data.task not in self.tasks:
+            raise ValueError(
+                f"problem {self.name!r} needs a {' or '.join(self.tasks)} dataset; "
+                f"{data.name!r} is a {data.task} dataset")
+
+    def unsupported_solver(self, make_solver, allowed: tuple[type, ...]):
+        cls = solver_class(make_solver)
+        names = ", ".join(c.__name__ for c in allowed)
+        return ValueError(f"problem {self.name!r} cannot use solver {cls.__name__}; allowed: {names}")
+
+
+def solver_class(make_solver: SolverFactory) -> type:
+    """The class behind a solver factory (a class or partials of one, nested)."""
+    while not isinstance(make_solver, type) and hasattr(make_solver, "func"):
+        make_solver = make_solver.func
+    return make_solver
