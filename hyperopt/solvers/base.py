@@ -101,7 +101,7 @@ class IterativeSolver:
         if not (isinstance(self.maxiter, (int, np.integer)) and self.maxiter > 0):
             raise ValueError(f"maxiter={self.maxiter!r}; allowed: a positive integer")
         # tol may be a tracer: the outer loop tightens it as it converges (HOAG schedule).
-        if self.tol is not None and not isinstance(self.tol, jax.core.Tracer) and not self.tol > 0:
+        if isinstance(self.tol, (int, float, np.number)) and not self.tol > 0:
             raise ValueError(f"tol={self.tol!r}; allowed: a positive number")
 
     # -- what a solver supplies -------------------------------------------------------
