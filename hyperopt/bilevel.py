@@ -318,7 +318,7 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
     compile_time = time.perf_counter() - t0
 
     history, status, rejections = [], "completed", 0
-    last_good = state  # inputs of the last accepted step, to fall back on
+    last_good, retrying = state, False  # inputs of the last accepted step, to fall back on
     start = time.perf_counter()
     while state.step < steps:
         tol = bilevel.tol_at(state.step, dtype)
@@ -337,11 +337,14 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
             state = last_good._replace(step=state.step, step_scale=state.step_scale * 0.5,
                                        best_theta=state.best_theta, best_loss=state.best_loss,
                                        best_step=state.best_step, best_metrics=state.best_metrics)
+            retrying = True
             if rejections >= max_rejections:
                 status = "diverged"
                 break
             continue
-        rejections = 0
+        if not retrying:  # a retry at the last good θ proves nothing about the step size
+            rejections = 0
+        retrying = False
         last_good = state
         metrics = {k: float(v) for k, v in eval_c(state.theta, params, data, splits, tol).items()}
         record = {
