@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import os
 import platform
 import resource
 import signal
@@ -41,7 +40,7 @@ from hyperopt.data import DataError
 from hyperopt.linear_solve import LinearSolveError
 from hyperopt.problems.base import solver_class
 
-__all__ = ["ConfigError", "check_config", "run", "run_main"]
+__all__ = ["ConfigError", "check_config", "check_overrides", "run", "run_guarded", "run_main"]
 
 PROG = "hyperopt-run"
 
@@ -298,20 +297,69 @@ def _root_cause(error: BaseException) -> BaseException:
     return error
 
 
-@hydra.main(version_base="1.3", config_path=_config_dir(), config_name="config")
-def _app(cfg: DictConfig) -> float:
+def run_guarded(cfg: DictConfig) -> float:
+    """:func:`run`, with user errors turned into one line on stderr and exit status 2."""
     try:
         return run(cfg)
     except (InstantiationException, *USER_ERRORS) as error:
         cause = _root_cause(error)
         if cfg.get("debug") or not isinstance(cause, USER_ERRORS):
             raise
-        message = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        text = str(cause).strip()
+        message = text.splitlines()[0] if text else type(cause).__name__
         print(f"{PROG}: error: {message}", file=sys.stderr)
         sys.exit(2)
 
 
+@hydra.main(version_base="1.3", config_path=_config_dir(), config_name="config")
+def _app(cfg: DictConfig) -> float:
+    return run_guarded(cfg)
+
+
+def _group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(_config_dir()) / group).glob("*.yaml"))
+
+
+def check_overrides(args: list[str]) -> None:
+    """Checks command-line overrides before Hydra composes them, so that an unknown group
+    option or key is one line (Hydra's own messages span a screen). Raises ConfigError."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
+    groups = [p.name for p in Path(_config_dir()).iterdir() if p.is_dir() and not p.name.startswith("_")]
+    first_choices, keys = [], []
+    for o in overrides:
+        key = o.key_or_group
+        if key.startswith("hydra") or o.is_add() or o.is_delete() or o.package:
+            continue
+        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+        if key in groups:
+            options = _group_options(key) + (["null"] if key == "experiment" else [])
+            for value in values:
+                if value not in options:
+                    raise ConfigError(f"{key}={value}; allowed: {', '.join(options)}")
+            first_choices.append(f"{key}={values[0]}")
+        else:
+            keys.append(key)
+    if not keys:
+        return
+    with initialize_config_dir(config_dir=_config_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=first_choices)
+    for key in keys:
+        if OmegaConf.select(cfg, key, default="__missing__") == "__missing__":
+            top = ", ".join(k for k in cfg if k != "hydra")
+            raise ConfigError(f"unknown key {key!r}; allowed: existing keys ({top}, and their "
+                              f"sub-keys), or +{key}=... to add a new one")
+
+
 def run_main() -> None:
     """Console script ``hyperopt-run``."""
-    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    try:
+        check_overrides(sys.argv[1:])
+    except ConfigError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except Exception:  # noqa: BLE001 - anything else: let Hydra report it in its own words
+        pass
     _app()
