@@ -328,7 +328,7 @@ def _load_file(options) -> _Raw:
         raise DataError(f"unsupported file suffix {suffix!r} of {path}; "
                         f"supported: {', '.join(_FILE_READERS)}")
     reader, allowed = _FILE_READERS[suffix]
-    kwargs = {k: v for k, v in options.items() if k != "path"}
+    kwargs = {k: v for k, v in options.items() if k != "path" and v is not None}  # None: default
     unknown = set(kwargs) - set(allowed)
     if unknown:
         raise DataError(f"option(s) {', '.join(sorted(unknown))} do not apply to {suffix} files;"
