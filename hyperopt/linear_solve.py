@@ -12,9 +12,12 @@ up to a few thousand unknowns). :func:`solve_auto`, the default of the whole lib
 takes LU below ``dense_threshold`` unknowns and GMRES above it.
 
 A solve that fails is never silent (JAXopt issue #466: zero hypergradients with no
-warning). After solving, every solver computes the true relative residual
-``||A x - b|| / ||b||`` (one extra ``matvec``) and, if it exceeds the check tolerance or
-is not finite, acts according to ``on_failure``:
+warning). After solving, every iterative solver computes the true relative residual
+``||A x - b|| / ||b||`` (one extra ``matvec``) and checks it against ``10 * tol``; the dense
+solvers check the normwise backward error ``||A x - b|| / (||A|| ||x|| + ||b||)`` against
+``sqrt(eps)`` (a direct solve of an ill-conditioned but regular system passes; a failed
+factorization does not). When the check fails or gives NaN, the solver acts according to
+``on_failure``:
 
 * ``"warn"`` (default): emit a :class:`LinearSolveWarning` naming the residual;
 * ``"raise"``: raise :class:`LinearSolveError` (under ``jit`` it surfaces wrapped in
@@ -104,7 +107,8 @@ def _with_ridge(matvec: Matvec, ridge: float | None) -> Matvec:
     return lambda x: jax.tree.map(lambda ax, xi: ax + ridge * xi, matvec(x), x)
 
 
-def _report(name: str, residual, check_tol: float, on_failure: str, details: str) -> None:
+def _report(name: str, residual, check_tol: float, on_failure: str, details: str,
+            measure: str = "relative residual") -> None:
     """Host-side check of a finished solve: warn or raise when it fell short."""
     if on_failure not in _ON_FAILURE:
         raise ValueError(f"on_failure={on_failure!r}; allowed: {', '.join(_ON_FAILURE)}")
@@ -116,7 +120,7 @@ def _report(name: str, residual, check_tol: float, on_failure: str, details: str
         if res <= check_tol:  # False for NaN, so NaN is reported
             return
         msg = (
-            f"{name} did not converge: relative residual {res:.3g} > {check_tol:.3g} "
+            f"{name} did not converge: {measure} {res:.3g} > {check_tol:.3g} "
             f"({details}); raise maxiter/tol or pick another solve="
         )
         if on_failure == "raise":
@@ -219,10 +223,16 @@ def _dense(factor_solve, name, matvec, b, ridge, on_failure):
     flat_matvec = _with_ridge(flat_matvec, ridge)
     # Column j of A is A e_j; vmap materializes all columns in one batched matvec.
     a = jax.vmap(flat_matvec, in_axes=1, out_axes=1)(jnp.eye(flat_b.size, dtype=flat_b.dtype))
-    x = unravel(factor_solve(a, flat_b))
+    flat_x = factor_solve(a, flat_b)
+    # A direct solve is judged by its normwise backward error ||Ax - b|| / (||A|| ||x|| + ||b||),
+    # which is ~eps for a successful solve however ill-conditioned A is, and NaN/large when the
+    # factorization failed (singular, or not positive definite for Cholesky).
+    backward_error = jnp.linalg.norm(a @ flat_x - flat_b) / (
+        jnp.linalg.norm(a) * jnp.linalg.norm(flat_x) + jnp.linalg.norm(flat_b))
     check_tol = float(np.sqrt(np.finfo(flat_b.dtype).eps))
-    return _checked(name, _with_ridge(matvec, ridge), b, x, check_tol, on_failure,
-                    f"dense {flat_b.size}x{flat_b.size} system")
+    _report(name, backward_error, check_tol, on_failure, f"dense {flat_b.size}x{flat_b.size} system",
+            measure="backward error")
+    return unravel(flat_x)
 
 
 def solve_cholesky(matvec: Matvec, b, *, ridge: float | None = None, on_failure: str = "warn"):

@@ -181,3 +181,19 @@ def test_second_run_on_a_busy_folder_is_refused(tmp_path):
     finally:
         first.kill()
         first.wait()
+
+
+@pytest.mark.slow
+def test_wheel_ships_the_configs(tmp_path):
+    """A regular (non-editable) install finds configs inside the package: the wheel has them."""
+    import zipfile
+
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path),
+                           str(repo)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    (wheel,) = tmp_path.glob("hyperopt_jax-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    expected = {f"hyperopt/configs/{p.relative_to(CONFIGS).as_posix()}" for p in CONFIGS.rglob("*.yaml")}
+    assert "hyperopt/configs/config.yaml" in expected and expected <= names
+    assert "hyperopt/cli.py" in names

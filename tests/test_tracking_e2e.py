@@ -98,3 +98,16 @@ def test_report_opens_in_headless_chromium(sweep_report, tmp_path):
     dom = subprocess.run([browser, *flags, "--dump-dom", html.as_uri()], capture_output=True,
                          text=True, timeout=120)
     assert dom.returncode == 0 and "<table" in dom.stdout and "unrolled" in dom.stdout
+
+
+@pytest.mark.slow
+def test_online_wandb_without_network_falls_back_to_offline(tmp_path):
+    """No reachable server and a bad key: the run completes, logs offline, says so once."""
+    run_dir = tmp_path / "run"
+    env = {"WANDB_MODE": "online", "WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_API_KEY": "x" * 40}
+    proc = hyperopt_run("steps=3", "logger=wandb", "logger.init_timeout=2", f"hydra.run.dir={run_dir}",
+                        cwd=tmp_path, env=env, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("logging offline") == 1, proc.stderr
+    steps = sorted(h["history"]["step"]["num"] for h in _leet_history(run_dir) if h.get("type") == "history")
+    assert steps == [0, 1, 2]
