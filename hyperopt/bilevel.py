@@ -181,7 +181,7 @@ class Bilevel:
             loss, (g_params, g_direct) = jax.value_and_grad(
                 self._outer_objective, argnums=(0, 1))(params, theta, splits, fold)
             g_args, residual = root_vjp(solver.optimality_fun, params, args, g_params,
-                                        solve=solver.implicit_diff_solve, return_residual=True)
+                                        solve=solver.linear_solve, return_residual=True)
             (g_theta,) = args_vjp(g_args)
             return loss, jax.tree.map(jnp.add, g_theta, g_direct), residual
 

@@ -182,9 +182,10 @@ def run(cfg: DictConfig) -> float:
     data = instantiate(cfg.dataset, seed=cfg.seed, dtype=cfg.precision)
     problem = instantiate(cfg.problem, _convert_="all")
     problem.check_data(data)
+    linear_solve = cfg.mode.get("linear_solve") or {}
     make_solver = functools.partial(
         instantiate(cfg.solver, _convert_="all"), implicit_diff=cfg.mode.implicit_diff,
-        implicit_diff_solve=instantiate(cfg.mode.linear_solve) if cfg.mode.linear_solve else None)
+        implicit_diff_solve=instantiate(linear_solve) if "_target_" in linear_solve else None)
     inner_tol = tuple(cfg.inner_tol) if cfg.inner_tol is not None else None
     bilevel = Bilevel(problem=problem, make_solver=make_solver,
                       optimizer=instantiate(cfg.outer, _convert_="all"),
@@ -327,14 +328,15 @@ def check_overrides(args: list[str]) -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     overrides = OverridesParser.create().parse_overrides([a for a in args if not a.startswith("-")])
-    groups = [p.name for p in Path(_config_dir()).iterdir() if p.is_dir() and not p.name.startswith("_")]
+    root = Path(_config_dir())
+    is_group = lambda key: not key.startswith("_") and (root / key).is_dir()
     first_choices, keys = [], []
     for o in overrides:
         key = o.key_or_group
         if key.startswith("hydra") or o.is_add() or o.is_delete() or o.package:
             continue
         values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
-        if key in groups:
+        if is_group(key):
             options = _group_options(key) + (["null"] if key == "experiment" else [])
             for value in values:
                 if value not in options:

@@ -1,6 +1,7 @@
 """The outer loop: it finds the best λ, implicit and unrolled agree, faults are handled."""
 
 import functools
+import warnings
 
 import numpy as np
 import optax
@@ -111,8 +112,14 @@ def test_ill_conditioned_p_much_larger_than_n_stays_finite():
     """p ≫ n with a near-zero penalty: results stay finite, or the run says what went wrong."""
     data = load_dataset("make_regression", n_samples=40, n_features=200, n_informative=5, seed=0)
     bl = Bilevel(Ridge(init_l2reg=1e-8), functools.partial(hyperopt.LBFGS, maxiter=200), optax.adam(0.5))
-    result = fit(bl, data, steps=5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = fit(bl, data, steps=5)
     assert result.status in ("completed", "diverged")
+    # condition number ~1e9: CG cannot reach 1e-10, and says so with the residual it reached
+    for w in caught:
+        assert issubclass(w.category, hyperopt.LinearSolveWarning)
+        assert "relative residual" in str(w.message)
     for record in result.history:
         assert np.isfinite(record["outer_loss"]) and np.isfinite(record["hypergrad_norm"])
         # either the inner solve converged, or the record says it did not

@@ -18,7 +18,7 @@ from hyperopt import cli, tracking
 from hyperopt.problems.base import solver_class
 
 CONFIGS = Path(cli._config_dir())
-GROUPS = ("dataset", "problem", "solver", "mode", "outer", "logger")
+GROUPS = ("dataset", "problem", "solver", "mode", "mode/linear_solve", "outer", "logger")
 EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
 
 # Which solvers each problem is meant to work with (everything else must be refused clearly).
@@ -45,6 +45,9 @@ def test_every_group_option_composes(group, tmp_path):
         cli.check_config(cfg)
         if group in ("problem", "solver", "outer"):
             instantiate(cfg[group], _convert_="all")
+        if group == "mode/linear_solve" and option != "default":
+            solve = instantiate(cfg.mode.linear_solve)
+            assert callable(solve)
 
 
 def test_problem_solver_mode_matrix(tmp_path):

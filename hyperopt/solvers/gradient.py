@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from hyperopt import prox as prox_lib
+from hyperopt.linear_solve import solve_cg
 from hyperopt.solvers.base import (
     IterativeSolver,
     OptStep,
@@ -164,6 +165,8 @@ class GradientDescent(ProximalGradient):
       >>> gd = GradientDescent(fun=ridge_reg_objective, maxiter=500, implicit_diff=True)
       >>> w = gd.run(init_params, l2reg=l2reg, X=X, y=y).params
     """
+
+    default_linear_solve: ClassVar[Callable] = staticmethod(solve_cg)  # Hessian: symmetric
 
     acceleration: bool = False
 
