@@ -272,7 +272,7 @@ def _finite(tree) -> bool:
 
 def init_state(bilevel: Bilevel, data: Dataset, splits: Splits) -> OuterState:
     theta = bilevel.problem.init_hparams(data)
-    params = bilevel.problem.init_params(data)
+    params = bilevel.problem.init_params(data, n_samples=splits.inner[1].shape[0])
     params = jax.tree.map(lambda p: jnp.broadcast_to(p, (splits.n_folds, *p.shape)), params)
     return OuterState(step=0, theta=theta, opt_state=bilevel.optimizer.init(theta),
                       inner_params=params, best_theta=theta, best_loss=math.inf, best_step=-1,

@@ -63,8 +63,10 @@ class Problem:
         """The constrained hyperparameters (e.g. ``{"l2reg": exp(theta)}``)."""
         raise NotImplementedError
 
-    def init_params(self, data: Dataset) -> Any:
-        """Initial inner parameters (zeros), shaped for ``data``."""
+    def init_params(self, data: Dataset, n_samples: int | None = None) -> Any:
+        """Initial inner parameters, shaped for ``data``; ``n_samples`` is the size of the
+        inner split when it is not the training split (k-fold CV uses train ∪ val), for
+        problems whose parameters are per sample (the SVM dual)."""
         raise NotImplementedError
 
     def inner_solver(self, make_solver: SolverFactory) -> InnerSolver:

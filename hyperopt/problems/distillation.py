@@ -98,7 +98,7 @@ class Distillation(Problem):
     def hparams(self, theta):
         return {"images": theta}
 
-    def init_params(self, data: Dataset):
+    def init_params(self, data: Dataset, n_samples: int | None = None):
         dtype = data.X_train.dtype
         return {"W": jnp.zeros((data.n_features, data.n_classes), dtype),
                 "b": jnp.zeros(data.n_classes, dtype)}

@@ -56,7 +56,7 @@ class Lasso(Problem):
     def hparams(self, theta):
         return {k: jnp.exp(v) for k, v in theta.items()}
 
-    def init_params(self, data):
+    def init_params(self, data, n_samples: int | None = None):
         return jnp.zeros(data.n_features, data.X_train.dtype)
 
     def _prox_hparams(self, theta):

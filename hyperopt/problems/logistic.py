@@ -60,7 +60,7 @@ class Logistic(Problem):
     def hparams(self, theta):
         return {"l2reg": jnp.exp(theta)}
 
-    def init_params(self, data):
+    def init_params(self, data, n_samples: int | None = None):
         k = 1 if data.task == "binary" else data.n_classes
         dtype = data.X_train.dtype
         return {"W": jnp.zeros((data.n_features, k), dtype), "b": jnp.zeros(k, dtype)}

@@ -64,7 +64,7 @@ class Ridge(Problem):
     def hparams(self, theta):
         return {"l2reg": jnp.exp(theta)}
 
-    def init_params(self, data):
+    def init_params(self, data, n_samples: int | None = None):
         return jnp.zeros(data.n_features, data.X_train.dtype)
 
     def inner_solver(self, make_solver):
