@@ -168,7 +168,7 @@ def _summary(result: FitResult, labels: dict, bilevel: Bilevel, data) -> dict:
     }
     if data.image_shape is not None and hasattr(bilevel.problem, "images"):
         summary["image_shape"] = list(data.image_shape)
-        summary["image_labels"] = np.asarray(bilevel.problem.image_labels(data)).tolist()
+        summary["image_labels"] = np.asarray(bilevel.problem.image_labels(data.n_classes)).tolist()
     return summary
 
 
@@ -257,7 +257,8 @@ def run(cfg: DictConfig) -> float:
                            "loss); the best hyperparameters so far are kept in summary.json")
             summary = _summary(result, labels, bilevel, data)
             if "image_shape" in summary:
-                np.save(out_dir / "images.npy", np.asarray(problem.images(result.state.best_theta)))
+                images = np.asarray(problem.images(result.state.best_theta))
+                np.save(out_dir / "images.npy", images.reshape(images.shape[0], -1))  # (k, d)
             tracker.summary(summary)
         finally:
             tracker.finish()
