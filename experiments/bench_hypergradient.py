@@ -21,8 +21,9 @@ through ``solver.run``:
 For every maxiter the solvers use ``tol=1e-300``, so both modes run exactly ``maxiter``
 iterations (the "iters" column says what actually ran). Modes: ``implicit`` (the
 solver's default implicit solve: CG for GradientDescent and LBFGS), ``implicit+lu``
-(``implicit_diff_solve=solve_lu``: the dense Hessian, for comparison), ``unrolled``. A second table uses the default ``tol`` (stop at convergence;
-maxiter 300 unless ``--default-tol-maxiter``).
+(``implicit_diff_solve=solve_lu``: the dense Hessian, for comparison), ``unrolled``.
+A second table uses the default ``tol`` (stop at convergence; maxiter 300 unless
+``--default-tol-maxiter``).
 
 Measured for each: compile time (``jax.jit(f).lower(*args).compile()``), median wall time
 of the compiled call over interleaved repeats, XLA's compiled temporary memory

@@ -126,7 +126,7 @@ class Bilevel:
       cv_folds: 0 for a hold-out outer loss, ``k >= 2`` for k-fold cross-validation.
       inner_tol: ``None`` (the solver's own tol) or ``(initial, final, decay)``: the inner
         tolerance starts loose and tightens geometrically to ``final`` (HOAG-style
-        inexact hypergradients).
+        inexact hypergradients; implicit mode only, unrolled mode uses ``final``).
     """
 
     problem: Problem
@@ -149,6 +149,12 @@ class Bilevel:
             tol = self.inner.solver.tol
             return jnp.asarray(default_tol(jnp.zeros((), dtype)) if tol is None else tol, dtype)
         initial, final, decay = self.inner_tol
+        if not self.implicit:
+            # An unrolled derivative through a loosely converged (frozen) iterate is not a
+            # slightly inexact hypergradient but the derivative of a truncated iteration,
+            # often of the wrong sign (measured on the SVM dual): unrolled mode always
+            # solves to the final tolerance.
+            return jnp.asarray(final, dtype)
         return jnp.asarray(max(final, initial * decay ** step), dtype)
 
     def penalty(self, theta):

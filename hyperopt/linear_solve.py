@@ -86,8 +86,9 @@ def _dtype(b):
 
 
 def _default_tol(b) -> float:
-    """1e-10 in float64; about 6e-6 in float32, where 1e-10 is out of reach."""
-    return max(1e-10, 50 * float(np.finfo(_dtype(b)).eps))
+    """1e-10 in float64; about 6e-6 in float32 (or any float32 leaf), where 1e-10 is out of reach."""
+    eps = max((float(np.finfo(leaf.dtype).eps) for leaf in jax.tree.leaves(b)), default=1e-16)
+    return max(1e-10, 50 * eps)
 
 
 def _size(b) -> int:
@@ -140,15 +141,26 @@ def _check_positive(name: str, value, allowed: str = "a positive number") -> Non
         raise ValueError(f"{name}={value!r}; allowed: {allowed}")
 
 
+def _common_dtype(matvec, b, init):
+    """Runs the solve in one dtype when ``b`` mixes float32 and float64 leaves (the Krylov
+    loops of ``jax.scipy`` need one carry dtype); the solution keeps each leaf's dtype."""
+    dtype = _dtype(b)
+    if all(leaf.dtype == dtype for leaf in jax.tree.leaves(b)):
+        return matvec, b, init, lambda x: x
+    up = lambda tree: jax.tree.map(lambda leaf: leaf.astype(dtype), tree)
+    back = lambda x: jax.tree.map(lambda xi, bi: xi.astype(bi.dtype), x, b)
+    return (lambda x: up(matvec(back(x)))), up(b), (None if init is None else up(init)), back
+
+
 def _iterative(method, name, matvec, b, *, ridge, init, tol, atol, maxiter, on_failure, **kw):
     _check_positive("tol", tol)
     _check_positive("maxiter", maxiter, "a positive integer or None")
     tol = _default_tol(b) if tol is None else tol
-    matvec = _with_ridge(matvec, ridge)
+    matvec, b, init, back = _common_dtype(_with_ridge(matvec, ridge), b, init)
     x, _ = method(matvec, b, x0=init, tol=tol, atol=atol, maxiter=maxiter, **kw)
     maxiter_txt = maxiter if maxiter is not None else f"default {10 * _size(b)}"
     details = f"tol={tol:g}, maxiter={maxiter_txt}"
-    return _checked(name, matvec, b, x, 10 * tol, on_failure, details)
+    return back(_checked(name, matvec, b, x, 10 * tol, on_failure, details))
 
 
 def solve_cg(matvec: Matvec, b, *, ridge: float | None = None, init=None,
@@ -227,9 +239,11 @@ def _dense(factor_solve, name, matvec, b, ridge, on_failure):
     # A direct solve is judged by its normwise backward error ||Ax - b|| / (||A|| ||x|| + ||b||),
     # which is ~eps for a successful solve however ill-conditioned A is, and NaN/large when the
     # factorization failed (singular, or not positive definite for Cholesky).
-    backward_error = jnp.linalg.norm(a @ flat_x - flat_b) / (
-        jnp.linalg.norm(a) * jnp.linalg.norm(flat_x) + jnp.linalg.norm(flat_b))
-    check_tol = float(np.sqrt(np.finfo(flat_b.dtype).eps))
+    denominator = jnp.linalg.norm(a) * jnp.linalg.norm(flat_x) + jnp.linalg.norm(flat_b)
+    residual = jnp.linalg.norm(a @ flat_x - flat_b)
+    backward_error = residual / jnp.where(denominator > 0, denominator, 1.0)  # b = 0: x = 0
+    # the least precise leaf sets the bar (ravel_pytree promotes float32 leaves to float64)
+    check_tol = float(np.sqrt(max(np.finfo(leaf.dtype).eps for leaf in jax.tree.leaves(b))))
     _report(name, backward_error, check_tol, on_failure, f"dense {flat_b.size}x{flat_b.size} system",
             measure="backward error")
     return unravel(flat_x)
