@@ -92,6 +92,8 @@ class StepInfo(NamedTuple):
 
     outer_loss: jax.Array
     hypergrad: Any
+    hypergrad_norm: jax.Array
+    hparams: dict  # the constrained hyperparameters at which the step was taken
     inner_iterations: jax.Array
     inner_error: jax.Array
     inner_converged: jax.Array
@@ -221,7 +223,8 @@ class Bilevel:
             params, states, residual = sols.params, sols.state, jnp.asarray(jnp.nan, loss.dtype)
         pen, pen_grad = jax.value_and_grad(total)(theta)
         grad = jax.tree.map(jnp.add, grad, pen_grad)
-        info = StepInfo(loss + pen, grad, jnp.max(states.iter_num), jnp.max(states.error),
+        info = StepInfo(loss + pen, grad, optax.tree.norm(grad), self.problem.hparams(theta),
+                        jnp.max(states.iter_num), jnp.max(states.error),
                         jnp.all(states.converged), residual)
         updates, new_opt_state = self.optimizer.update(grad, opt_state, theta)
         updates = jax.tree.map(lambda u: step_scale * u, updates)
@@ -257,10 +260,10 @@ class FitResult(NamedTuple):
     total_time: float
 
 
-def hparam_log(problem: Problem, theta, max_size: int = 10) -> dict[str, float]:
+def hparam_log(hparams: dict, max_size: int = 10) -> dict[str, float]:
     """Scalars to log: each hyperparameter's value, or its norm/mean when it is large."""
     out = {}
-    for name, value in problem.hparams(theta).items():
+    for name, value in hparams.items():
         value = np.asarray(value)
         if value.size == 1:
             out[f"hparam/{name}"] = float(value)
@@ -338,7 +341,7 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
             # Reject: go back to the last good hyperparameters with a halved step.
             rejections += 1
             warnings.warn(f"outer step {state.step}: outer loss {loss:.4g}, hypergradient norm "
-                          f"{float(optax.tree.norm(info.hypergrad)):.4g}; step rejected, "
+                          f"{float(info.hypergrad_norm):.4g}; step rejected, "
                           f"step size x{state.step_scale * 0.5:g}", DivergenceWarning, stacklevel=2)
             state = last_good._replace(step=state.step, step_scale=state.step_scale * 0.5,
                                        best_theta=state.best_theta, best_loss=state.best_loss,
@@ -354,17 +357,18 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
         last_good = state
         metrics = {k: float(v) for k, v in eval_c(state.theta, params, data, splits, tol).items()}
         record = {
-            "step": state.step, "time": time.perf_counter() - start, "outer_loss": loss,
+            "step": state.step, "outer_loss": loss,
             **metrics,
-            "hypergrad_norm": float(optax.tree.norm(info.hypergrad)),
+            "hypergrad_norm": float(info.hypergrad_norm),
             "step_time": step_time,
             "inner_iterations": int(info.inner_iterations),
             "inner_error": float(info.inner_error),
             "inner_converged": bool(info.inner_converged),
             "inner_tol": float(tol),
             "linear_residual": float(info.linear_residual) if bilevel.implicit else None,
-            **hparam_log(bilevel.problem, state.theta),
+            **hparam_log(jax.device_get(info.hparams)),
         }
+        record["time"] = time.perf_counter() - start
         improved = loss < state.best_loss - min_delta
         state = OuterState(
             step=state.step + 1, theta=theta, opt_state=opt_state, inner_params=params,
