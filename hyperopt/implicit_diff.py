@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hyperopt.linear_solve import relative_residual, solve_auto
+from hyperopt.tree_util import partition_static
 
 __all__ = ["custom_fixed_point", "custom_root", "root_jvp", "root_vjp"]
 
@@ -116,27 +117,6 @@ def root_vjp(optimality_fun: Callable, sol, args: tuple, cotangent,
 # ---------------------------------------------------------------------------------------
 
 
-def _is_dynamic(leaf) -> bool:
-    """Arrays and Python floats are differentiable inputs; ints, bools, strings... are static."""
-    if isinstance(leaf, (bool, int, str)) or leaf is None:
-        return False
-    return isinstance(leaf, (jax.Array, np.ndarray, np.generic, float, complex))
-
-
-def _partition(tree):
-    """Split a pytree's leaves into dynamic ones and a function that rebuilds the tree."""
-    leaves, treedef = jax.tree.flatten(tree)
-    mask = [_is_dynamic(leaf) for leaf in leaves]
-    dynamic = [leaf for leaf, m in zip(leaves, mask, strict=True) if m]
-    static = [leaf for leaf, m in zip(leaves, mask, strict=True) if not m]
-
-    def rebuild(dyn):
-        dyn_it, static_it = iter(dyn), iter(static)
-        return jax.tree.unflatten(treedef, [next(dyn_it) if m else next(static_it) for m in mask])
-
-    return dynamic, rebuild
-
-
 def _zero_tangent(x):
     x = jnp.asarray(x)
     if jnp.issubdtype(x.dtype, jnp.inexact):
@@ -158,7 +138,7 @@ def _check_call(signature: inspect.Signature, args, kwargs, name: str) -> None:
 
 
 def _implicit_solve(solver_fun, optimality_fun, solve, has_aux, init_params, args, kwargs):
-    dyn, rebuild = _partition((args, kwargs))
+    dyn, _, rebuild = partition_static((args, kwargs))
 
     def solver_call(init, dyn):
         a, k = rebuild(dyn)

@@ -46,6 +46,8 @@ import jax.scipy.sparse.linalg as jsp_linalg
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from hyperopt.tree_util import tree_norm
+
 __all__ = [
     "LinearSolveError",
     "LinearSolveWarning",
@@ -71,15 +73,6 @@ class LinearSolveError(RuntimeError):
     """A linear solve of the implicit system did not reach its tolerance."""
 
 
-def _tree_vdot(a, b):
-    leaves = jax.tree.leaves(jax.tree.map(lambda u, v: jnp.vdot(u, v), a, b))
-    return sum(leaves)
-
-
-def _tree_norm(a):
-    return jnp.sqrt(jnp.real(_tree_vdot(a, a)))
-
-
 def _dtype(b):
     leaves = jax.tree.leaves(b)
     return jnp.result_type(*leaves) if leaves else jnp.float32
@@ -98,8 +91,8 @@ def _size(b) -> int:
 def relative_residual(matvec: Matvec, b, x) -> jax.Array:
     """``||matvec(x) - b|| / ||b||`` (``||matvec(x)||`` when ``b`` is zero)."""
     r = jax.tree.map(jnp.subtract, matvec(x), b)
-    b_norm = _tree_norm(b)
-    return _tree_norm(r) / jnp.where(b_norm > 0, b_norm, 1.0)
+    b_norm = tree_norm(b)
+    return tree_norm(r) / jnp.where(b_norm > 0, b_norm, 1.0)
 
 
 def _with_ridge(matvec: Matvec, ridge: float | None) -> Matvec:

@@ -19,14 +19,10 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
-__all__ = ["run_loop", "tree_where"]
+from hyperopt.tree_util import tree_where
 
-
-def tree_where(cond, a, b):
-    """``jnp.where(cond, a, b)`` leaf by leaf over two pytrees of the same structure."""
-    return jax.tree.map(lambda x, y: jnp.where(cond, x, y), a, b)
+__all__ = ["run_loop"]
 
 
 def run_loop(step: Callable[[Any, Any], tuple[Any, Any]], params, state, *, maxiter: int,

@@ -350,3 +350,30 @@ def test_has_aux_objective(regression):
 def test_bad_solver_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
         hyperopt.GradientDescent(fun=ridge_objective, **kwargs)
+
+
+def test_lbfgs_converges_on_strongly_curved_quadratic():
+    """Regression: the Armijo test must use the true slope gᵀd (a substituted -||g||² made
+    every step fail its line search once the curvature exceeded ~1e4)."""
+    A = jnp.diag(jnp.linspace(1.0, 3.0, 5)) * 1e5
+    f = lambda x, s: 0.5 * x @ (s * A) @ x - jnp.sum(x)
+    sol = hyperopt.LBFGS(fun=f, maxiter=200).run(jnp.zeros(5), 1.0)
+    assert bool(sol.state.converged) and int(sol.state.iter_num) < 50
+    np.testing.assert_allclose(sol.params, 1.0 / jnp.diag(A), rtol=1e-9)
+
+
+@pytest.mark.parametrize("solver_cls", [hyperopt.GradientDescent, hyperopt.LBFGS])
+def test_python_int_arguments_stay_static(solver_cls):
+    """A Python int (here a class count used for one_hot) is static, as in custom_root."""
+    X = jnp.asarray(np.random.default_rng(0).normal(size=(30, 3)))
+    labels = jnp.arange(30) % 4
+
+    def objective(W, k, X, labels):
+        logits = X @ W
+        return jnp.mean(jax.nn.logsumexp(logits, -1) - jnp.sum(jax.nn.one_hot(labels, k) * logits, -1)) \
+            + 0.05 * jnp.sum(W ** 2)
+
+    for k in (4, 5):  # a new static value compiles a new function
+        W = solver_cls(fun=objective, maxiter=500).run(jnp.zeros((3, k)), k, X, labels).params
+        assert W.shape == (3, k)
+        assert float(jnp.linalg.norm(jax.grad(objective)(W, k, X, labels))) < 1e-8

@@ -34,7 +34,7 @@ def cholesky(l2reg, X, y, sw):
     return jnp.linalg.solve(L.T, z)
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, frozen=True)
 class RidgeCholesky(ClosedForm):
     """Exact ridge solution by a Cholesky factorization (a solver option for ridge)."""
 

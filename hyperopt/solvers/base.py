@@ -14,10 +14,11 @@ import numpy as np
 from hyperopt.implicit_diff import custom_root
 from hyperopt.linear_solve import solve_auto, solve_cg
 from hyperopt.loop import run_loop
+from hyperopt.tree_util import partition_static, tree_norm
 
 __all__ = [
-    "ClosedForm",
-    "IterativeSolver", "OptStep", "backtracking", "default_tol", "rounding_slack", "tree_norm", "tree_vdot",
+    "ClosedForm", "IterativeSolver", "OptStep", "SimpleState", "backtracking", "default_tol",
+    "rounding_slack", "value_and_grad_aux", "value_only",
 ]
 
 
@@ -32,12 +33,26 @@ class OptStep(NamedTuple):
     state: Any
 
 
-def tree_norm(tree) -> jax.Array:
-    return jnp.sqrt(sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree)))
+class SimpleState(NamedTuple):
+    """The state of solvers that need nothing beyond the common fields."""
+
+    iter_num: jax.Array
+    error: jax.Array
+    converged: jax.Array
 
 
-def tree_vdot(a, b) -> jax.Array:
-    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+def value_and_grad_aux(fun: Callable, has_aux: bool, params, *args, **kwargs):
+    """``(value, grad, aux)`` of ``fun`` (``aux`` is None unless ``has_aux``)."""
+    def with_aux(p):
+        out = fun(p, *args, **kwargs)
+        return out if has_aux else (out, None)
+    (value, aux), grad = jax.value_and_grad(with_aux, has_aux=True)(params)
+    return value, grad, aux
+
+
+def value_only(fun: Callable, has_aux: bool, params, *args, **kwargs):
+    out = fun(params, *args, **kwargs)
+    return out[0] if has_aux else out
 
 
 def default_tol(params) -> float:
@@ -75,7 +90,7 @@ def backtracking(accept: Callable[[jax.Array], jax.Array], stepsize, *, maxls: i
     return jax.lax.stop_gradient(eta)
 
 
-@dataclasses.dataclass(eq=False, kw_only=True)
+@dataclasses.dataclass(eq=False, frozen=True, kw_only=True)
 class IterativeSolver:
     """Options common to all solvers (keyword-only).
 
@@ -90,8 +105,12 @@ class IterativeSolver:
         :func:`~hyperopt.linear_solve.solve_cg` for solvers whose optimality condition is a
         gradient (the system is a symmetric Hessian), :func:`~hyperopt.linear_solve.solve_auto`
         for fixed-point conditions (non-symmetric).
-      jit: compile ``run`` (once per solver object and argument shapes).
+      jit: compile ``run`` (once per solver object, argument shapes and static
+        arguments: Python ints, bools and strings are static, arrays and floats traced).
       verbose: print the error at every iteration.
+
+    Solvers are frozen dataclasses: use ``dataclasses.replace(solver, maxiter=...)`` to
+    change an option.
     """
 
     default_linear_solve: ClassVar[Callable] = staticmethod(solve_auto)
@@ -139,29 +158,38 @@ class IterativeSolver:
                         unrolled=not self.implicit_diff, verbose=self.verbose)
 
     @functools.cached_property
-    def _compiled_run(self) -> Callable:
+    def _differentiable_run(self) -> Callable:
         run = self._run_iterations
         if self.implicit_diff:  # the one place where implicit vs unrolled is decided
             run = custom_root(self.optimality_fun, has_aux=True, solve=self.linear_solve,
                               reference_signature=self._reference_signature())(run)
-        return jax.jit(run) if self.jit else run
+        return run
+
+    @functools.cached_property
+    def _jitted(self) -> dict:
+        return {}  # one compiled function per structure of static arguments
 
     def run(self, init_params, *args, **kwargs) -> OptStep:
         """Solves from ``init_params``; ``args``/``kwargs`` are the objective's arguments.
 
         Differentiable with respect to ``args``/``kwargs`` (implicitly or unrolled).
         """
-        params, state = self._compiled_run(init_params, *args, **kwargs)
-        return OptStep(params, state)
+        if not self.jit:
+            return OptStep(*self._differentiable_run(init_params, *args, **kwargs))
+        dynamic, key, rebuild = partition_static((args, kwargs))
+        try:
+            compiled = self._jitted.get(key)
+        except TypeError:  # an unhashable static argument: run without compiling
+            return OptStep(*self._differentiable_run(init_params, *args, **kwargs))
+        if compiled is None:
+            def call(init_params, dynamic):
+                a, k = rebuild(dynamic)
+                return self._differentiable_run(init_params, *a, **k)
+            compiled = self._jitted[key] = jax.jit(call)
+        return OptStep(*compiled(init_params, dynamic))
 
 
-class ClosedFormState(NamedTuple):
-    iter_num: jax.Array
-    error: jax.Array
-    converged: jax.Array
-
-
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, frozen=True)
 class ClosedForm(IterativeSolver):
     """A direct solver with the interface of the iterative ones.
 
@@ -186,4 +214,4 @@ class ClosedForm(IterativeSolver):
         params = self.solve(*args, **kwargs)
         error = tree_norm(self.optimality(params, *args, **kwargs))
         tol = default_tol(params) if self.tol is None else self.tol
-        return params, ClosedFormState(jnp.asarray(1), error, error <= tol)
+        return params, SimpleState(jnp.asarray(1), error, error <= tol)

@@ -11,13 +11,8 @@ import jax.numpy as jnp
 
 from hyperopt import prox as prox_lib
 from hyperopt.linear_solve import solve_cg
-from hyperopt.solvers.base import (
-    IterativeSolver,
-    OptStep,
-    backtracking,
-    tree_norm,
-    tree_vdot,
-)
+from hyperopt.solvers.base import IterativeSolver, OptStep, backtracking, value_and_grad_aux
+from hyperopt.tree_util import stop_gradient_inexact, tree_norm, tree_vdot
 
 __all__ = ["GradientDescent", "ProjectedGradient", "ProximalGradient", "ProxGradState"]
 
@@ -43,7 +38,7 @@ class ProxGradState(NamedTuple):
     aux: Any
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, frozen=True)
 class ProximalGradient(IterativeSolver):
     """Proximal gradient (ISTA/FISTA) for ``min_x f(x, *args) + g(x, hyperparams_prox)``.
 
@@ -73,13 +68,7 @@ class ProximalGradient(IterativeSolver):
     decrease_factor: float = 0.5
 
     def _value_and_grad(self, params, *args, **kwargs):
-        (value, aux), grad = jax.value_and_grad(self._fun_with_aux, has_aux=True)(
-            params, *args, **kwargs)
-        return value, grad, aux
-
-    def _fun_with_aux(self, params, *args, **kwargs):
-        out = self.fun(params, *args, **kwargs)
-        return out if self.has_aux else (out, None)
+        return value_and_grad_aux(self.fun, self.has_aux, params, *args, **kwargs)
 
     def init_state(self, init_params, hyperparams_prox, *args, **kwargs) -> ProxGradState:
         value, grad, aux = self._value_and_grad(init_params, *args, **kwargs)
@@ -90,15 +79,18 @@ class ProximalGradient(IterativeSolver):
                              stepsize=stepsize, y=init_params, t=jnp.asarray(1.0, dtype),
                              y_value=value, y_grad=grad, aux=aux)
 
+    def _apply_prox(self, x, hyperparams_prox, eta):
+        return self.prox(x, hyperparams_prox, eta)
+
     def _prox_step(self, y, grad, eta, hyperparams_prox):
         moved = jax.tree.map(lambda yi, gi: yi - eta * gi, y, grad)
-        return self.prox(moved, hyperparams_prox, eta)
+        return self._apply_prox(moved, hyperparams_prox, eta)
 
     def _stepsize(self, state, hyperparams_prox, args, kwargs):
         if self.stepsize > 0:
             return state.stepsize
         y, g = _sg(state.y), _sg(state.y_grad)
-        hp, args, kwargs = _sg((hyperparams_prox, args, kwargs))
+        hp, args, kwargs = stop_gradient_inexact((hyperparams_prox, args, kwargs))
 
         def accept(eta):
             # Curvature test <∇f(x⁺) - ∇f(y), d> <= ||d||²/(2η), d = x⁺ - y. For convex f it
@@ -153,7 +145,7 @@ class ProximalGradient(IterativeSolver):
         return lambda params, hyperparams_prox, *args, **kwargs: None
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, frozen=True)
 class GradientDescent(ProximalGradient):
     """Gradient descent for ``min_x fun(x, *args, **kwargs)``; ``run(init_params, *args, **kwargs)``.
 
@@ -183,7 +175,7 @@ class GradientDescent(ProximalGradient):
         return self.fun
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, frozen=True)
 class ProjectedGradient(ProximalGradient):
     """Projected gradient for ``min_{x ∈ C} f(x)``; ``run(init_params, hyperparams_proj, *args)``.
 
@@ -198,7 +190,5 @@ class ProjectedGradient(ProximalGradient):
 
     projection: Callable = prox_lib.projection_non_negative
 
-    def __post_init__(self):
-        super().__post_init__()
-        projection = self.projection
-        self.prox = lambda x, hyperparams, scaling=1.0: projection(x, hyperparams)
+    def _apply_prox(self, x, hyperparams_proj, eta):
+        return self.projection(x, hyperparams_proj)

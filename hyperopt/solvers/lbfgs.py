@@ -11,7 +11,15 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from hyperopt.linear_solve import solve_cg
-from hyperopt.solvers.base import IterativeSolver, OptStep, backtracking, rounding_slack
+from hyperopt.solvers.base import (
+    IterativeSolver,
+    OptStep,
+    backtracking,
+    rounding_slack,
+    value_and_grad_aux,
+    value_only,
+)
+from hyperopt.tree_util import stop_gradient_inexact
 
 __all__ = ["LBFGS", "LbfgsState"]
 
@@ -63,7 +71,7 @@ def _two_loop(grad, s_hist, y_hist, rho_hist, newest):
     return -r
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, frozen=True)
 class LBFGS(IterativeSolver):
     """L-BFGS for ``min_x fun(x, *args, **kwargs)``; ``run(init_params, *args, **kwargs)``.
 
@@ -88,14 +96,8 @@ class LBFGS(IterativeSolver):
     decrease_factor: float = 0.5
     armijo: float = 1e-4
 
-    def _fun_with_aux(self, params, *args, **kwargs):
-        out = self.fun(params, *args, **kwargs)
-        return out if self.has_aux else (out, None)
-
     def _value_and_grad(self, params, *args, **kwargs):
-        (value, aux), grad = jax.value_and_grad(self._fun_with_aux, has_aux=True)(
-            params, *args, **kwargs)
-        return value, grad, aux
+        return value_and_grad_aux(self.fun, self.has_aux, params, *args, **kwargs)
 
     def init_state(self, init_params, *args, **kwargs) -> LbfgsState:
         value, grad, aux = self._value_and_grad(init_params, *args, **kwargs)
@@ -117,15 +119,16 @@ class LBFGS(IterativeSolver):
         s_hist, y_hist, rho_hist = _sg((state.s_history, state.y_history, state.rho_history))
         d = _two_loop(g, s_hist, y_hist, rho_hist, newest)
         slope = jnp.vdot(g, d)
-        d = jnp.where(slope < 0, d, -g)  # fall back to steepest descent if not a descent
-        slope = jnp.minimum(slope, -jnp.vdot(g, g))
+        descent = slope < 0
+        d = jnp.where(descent, d, -g)  # fall back to steepest descent if not a descent
+        slope = jnp.where(descent, slope, -jnp.vdot(g, g))
         # First iteration: a step of length 1 along -g would ignore the scale of g.
         init_step = jnp.where(state.iter_num == 0, jnp.minimum(1.0, _safe_div(1.0, jnp.linalg.norm(g))), 1.0)
         xs, ds, fx, slope_s = _sg((x, d, state.value, slope))
-        args_s, kwargs_s = _sg((args, kwargs))
+        args_s, kwargs_s = stop_gradient_inexact((args, kwargs))
 
         def accept(eta):
-            f_new = self._fun_with_aux(unravel(xs + eta * ds), *args_s, **kwargs_s)[0]
+            f_new = value_only(self.fun, self.has_aux, unravel(xs + eta * ds), *args_s, **kwargs_s)
             return f_new <= fx + self.armijo * eta * slope_s + rounding_slack(fx)
 
         eta = backtracking(accept, init_step, maxls=self.maxls, decrease_factor=self.decrease_factor)
