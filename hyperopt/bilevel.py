@@ -59,6 +59,7 @@ class Splits(NamedTuple):
     outer: tuple
     inner_w: jax.Array
     outer_w: jax.Array
+    cold_params: Any  # the problem's initial inner parameters, one per fold
 
     @property
     def n_folds(self) -> int:
@@ -78,19 +79,26 @@ def make_splits(problem: Problem, data: Dataset, cv_folds: int = 0, seed: int = 
         y = jnp.concatenate([data.y_train, data.y_val])
         fold = np.random.default_rng(seed).permutation(len(y)) % cv_folds
         masks = jnp.asarray(fold[None, :] == np.arange(cv_folds)[:, None], dtype)
-        return Splits((X, y), (X, y), 1 - masks, masks)
+        return Splits((X, y), (X, y), 1 - masks, masks, _per_fold(problem, data, len(y), cv_folds))
     if problem.outer_split == "train":
         outer = (data.X_train, data.y_train)
     else:
         outer = (data.X_val, data.y_val)
     return Splits((data.X_train, data.y_train), outer,
-                  jnp.ones((1, data.n_train), dtype), jnp.ones((1, outer[1].shape[0]), dtype))
+                  jnp.ones((1, data.n_train), dtype), jnp.ones((1, outer[1].shape[0]), dtype),
+                  _per_fold(problem, data, data.n_train, 1))
+
+
+def _per_fold(problem: Problem, data: Dataset, n_samples: int, folds: int):
+    params = problem.init_params(data, n_samples=n_samples)
+    return jax.tree.map(lambda p: jnp.broadcast_to(p, (folds, *p.shape)), params)
 
 
 class StepInfo(NamedTuple):
     """What one outer step measures (before the update is applied)."""
 
-    outer_loss: jax.Array
+    outer_loss: jax.Array  # data term + hyperparameter penalty
+    data_loss: jax.Array  # the (hold-out or k-fold) validation loss alone
     hypergrad: Any
     hypergrad_norm: jax.Array
     hparams: dict  # the constrained hyperparameters at which the step was taken
@@ -112,6 +120,9 @@ class OuterState(NamedTuple):
     best_step: int
     step_scale: float  # shrinks after a rejected (diverging) step
     best_metrics: dict | None = None  # metrics recorded at best_step
+    last_good: Any = None  # the state before the last accepted step, to fall back on
+    rejections: int = 0  # rejected steps in a row
+    retry: bool = False  # this state is a fallback after a rejection
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,40 +222,57 @@ class Bilevel:
         (loss, sols), grad = jax.value_and_grad(objective, has_aux=True)(theta)
         return loss, grad, sols
 
-    def outer_step(self, theta, opt_state, init_params, splits: Splits, tol, step_scale=1.0):
-        """One full outer step, pure: returns ``(theta, opt_state, inner_params, StepInfo)``."""
-        total = lambda th: self.penalty(th)
-        if self.implicit:
-            params, states = self.inner_solve(theta, init_params, splits, tol)
-            loss, grad, residual = self.implicit_hypergradient(theta, params, splits, tol)
-        else:
-            cold = jax.tree.map(jnp.zeros_like, init_params)
-            loss, grad, sols = self.unrolled_hypergradient(theta, cold, splits, tol)
-            params, states, residual = sols.params, sols.state, jnp.asarray(jnp.nan, loss.dtype)
-        pen, pen_grad = jax.value_and_grad(total)(theta)
+    def _update(self, theta, opt_state, loss, grad, params, states, residual, step_scale):
+        pen, pen_grad = jax.value_and_grad(self.penalty)(theta)
         grad = jax.tree.map(jnp.add, grad, pen_grad)
-        info = StepInfo(loss + pen, grad, optax.tree.norm(grad), self.problem.hparams(theta),
+        info = StepInfo(loss + pen, loss, grad, optax.tree.norm(grad), self.problem.hparams(theta),
                         jnp.max(states.iter_num), jnp.max(states.error),
                         jnp.all(states.converged), residual)
         updates, new_opt_state = self.optimizer.update(grad, opt_state, theta)
         updates = jax.tree.map(lambda u: step_scale * u, updates)
         return optax.apply_updates(theta, updates), new_opt_state, params, info
 
+    def implicit_update(self, theta, opt_state, params, states, splits: Splits, tol, step_scale=1.0):
+        """Implicit mode after the inner solve: hypergradient at ``params`` and optax update."""
+        loss, grad, residual = self.implicit_hypergradient(theta, params, splits, tol)
+        return self._update(theta, opt_state, loss, grad, params, states, residual, step_scale)
+
+    def unrolled_step(self, theta, opt_state, splits: Splits, tol, step_scale=1.0):
+        """Unrolled mode: solve from the cold start, differentiate, update."""
+        loss, grad, sols = self.unrolled_hypergradient(theta, splits.cold_params, splits, tol)
+        nan = jnp.asarray(jnp.nan, loss.dtype)  # no linear system in unrolled mode
+        return self._update(theta, opt_state, loss, grad, sols.params, sols.state, nan, step_scale)
+
+    def outer_step(self, theta, opt_state, init_params, splits: Splits, tol, step_scale=1.0):
+        """One full outer step, pure: returns ``(theta, opt_state, inner_params, StepInfo)``.
+
+        ``init_params`` warm-starts the inner solve (implicit mode; unrolled mode starts
+        from ``splits.cold_params``).
+        """
+        if self.implicit:
+            params, states = self.inner_solve(theta, init_params, splits, tol)
+            return self.implicit_update(theta, opt_state, params, states, splits, tol, step_scale)
+        return self.unrolled_step(theta, opt_state, splits, tol, step_scale)
+
     def evaluate(self, theta, inner_params, data: Dataset, splits: Splits, tol):
-        """Validation/test metrics of the inner solution (refit on all of train ∪ val for CV)."""
+        """Validation/test metrics of the inner solution.
+
+        With k-fold CV the model is refit on all of train ∪ val for the test metrics; its
+        validation metrics would be in-sample, so none are reported (``fit`` records the
+        k-fold loss as ``val_loss``).
+        """
+        evaluated = {"test": (data.X_test, data.y_test)}
         if splits.n_folds == 1:
             params, w = jax.tree.map(lambda p: p[0], inner_params), splits.inner_w[0]
+            evaluated["val"] = (data.X_val, data.y_val)
         else:
             solver = self._solver(tol)
             w = jnp.ones_like(splits.inner_w[0])
             init = jax.tree.map(lambda p: p[0], inner_params)
             params = solver.run(init, *self.inner.args(theta, *splits.inner, w)).params
         readout = self.problem.readout(params, theta, *splits.inner, w)
-        metrics = {}
-        for split, (X, y) in {"val": (data.X_val, data.y_val), "test": (data.X_test, data.y_test)}.items():
-            for key, value in self.problem.metrics(readout, theta, X, y).items():
-                metrics[f"{split}_{key}"] = value
-        return metrics
+        return {f"{split}_{key}": value for split, (X, y) in evaluated.items()
+                for key, value in self.problem.metrics(readout, theta, X, y).items()}
 
 
 class FitResult(NamedTuple):
@@ -255,9 +283,10 @@ class FitResult(NamedTuple):
     best_hparams: dict
     final_metrics: dict
     best_metrics: dict
-    status: str  # "completed" | "converged" | "early_stopped" | "diverged" | "interrupted"
+    status: str  # "completed" | "early_stopped" | "diverged" | "interrupted"
     compile_time: float
     total_time: float
+    compiled_temp_mb: float  # XLA's temporary memory of the compiled step (per run)
 
 
 def hparam_log(hparams: dict, max_size: int = 10) -> dict[str, float]:
@@ -281,11 +310,9 @@ def _finite(tree) -> bool:
 
 def init_state(bilevel: Bilevel, data: Dataset, splits: Splits) -> OuterState:
     theta = bilevel.problem.init_hparams(data)
-    params = bilevel.problem.init_params(data, n_samples=splits.inner[1].shape[0])
-    params = jax.tree.map(lambda p: jnp.broadcast_to(p, (splits.n_folds, *p.shape)), params)
     return OuterState(step=0, theta=theta, opt_state=bilevel.optimizer.init(theta),
-                      inner_params=params, best_theta=theta, best_loss=math.inf, best_step=-1,
-                      step_scale=1.0)
+                      inner_params=splits.cold_params, best_theta=theta, best_loss=math.inf,
+                      best_step=-1, step_scale=1.0)
 
 
 def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None = None,
@@ -318,49 +345,70 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
     state = init_state(bilevel, data, splits) if state is None else state
     dtype = data.X_train.dtype
 
+    # Compile once per run (static shapes; the tolerance and step scale are traced).
     t0 = time.perf_counter()
-    step_fn = jax.jit(bilevel.outer_step)
-    eval_fn = jax.jit(bilevel.evaluate)
-    tol0 = bilevel.tol_at(state.step, dtype)
-    step_c = step_fn.lower(state.theta, state.opt_state, state.inner_params, splits, tol0, 1.0).compile()
-    eval_c = eval_fn.lower(state.theta, state.inner_params, data, splits, tol0).compile()
+    tol0, scale0 = bilevel.tol_at(state.step, dtype), jnp.asarray(1.0, dtype)
+    if bilevel.implicit:
+        solve_c = jax.jit(bilevel.inner_solve).lower(state.theta, state.inner_params, splits, tol0).compile()
+        params0, states0 = jax.eval_shape(bilevel.inner_solve, state.theta, state.inner_params, splits, tol0)
+        grad_c = jax.jit(bilevel.implicit_update).lower(
+            state.theta, state.opt_state, params0, states0, splits, tol0, scale0).compile()
+        executables = (solve_c, grad_c)
+    else:
+        grad_c = jax.jit(bilevel.unrolled_step).lower(state.theta, state.opt_state, splits, tol0,
+                                                      scale0).compile()
+        executables = (grad_c,)
+    eval_c = jax.jit(bilevel.evaluate).lower(state.theta, state.inner_params, data, splits, tol0).compile()
     compile_time = time.perf_counter() - t0
+    compiled_temp_mb = max(_temp_mb(e) for e in executables)
 
-    history, status, rejections = [], "completed", 0
-    last_good, retrying = state, False  # inputs of the last accepted step, to fall back on
+    def step(state, tol):
+        """One outer step; returns its outputs and (step time, hypergradient time)."""
+        scale = jnp.asarray(state.step_scale, dtype)
+        t = time.perf_counter()
+        if bilevel.implicit:
+            params, states = jax.block_until_ready(solve_c(state.theta, state.inner_params, splits, tol))
+            t_grad = time.perf_counter()
+            out = jax.block_until_ready(
+                grad_c(state.theta, state.opt_state, params, states, splits, tol, scale))
+        else:
+            t_grad = t
+            out = jax.block_until_ready(grad_c(state.theta, state.opt_state, splits, tol, scale))
+        end = time.perf_counter()
+        return out, end - t, end - t_grad
+
+    history, status = [], "completed"
     start = time.perf_counter()
     while state.step < steps:
         tol = bilevel.tol_at(state.step, dtype)
-        t_step = time.perf_counter()
-        theta, opt_state, params, info = jax.block_until_ready(
-            step_c(state.theta, state.opt_state, state.inner_params, splits, tol, state.step_scale))
-        step_time = time.perf_counter() - t_step
+        (theta, opt_state, params, info), step_time, hypergrad_time = step(state, tol)
         loss = float(info.outer_loss)
         exploded = loss > divergence_factor * max(state.best_loss, 1e-12)
         if not (math.isfinite(loss) and _finite(info.hypergrad) and _finite(theta)) or exploded:
-            # Reject: go back to the last good hyperparameters with a halved step.
-            rejections += 1
+            # Reject: go back to the last good hyperparameters with a halved step. The
+            # fallback and the count live in the state, so a resumed run recovers alike.
             warnings.warn(f"outer step {state.step}: outer loss {loss:.4g}, hypergradient norm "
                           f"{float(info.hypergrad_norm):.4g}; step rejected, "
                           f"step size x{state.step_scale * 0.5:g}", DivergenceWarning, stacklevel=2)
-            state = last_good._replace(step=state.step, step_scale=state.step_scale * 0.5,
-                                       best_theta=state.best_theta, best_loss=state.best_loss,
-                                       best_step=state.best_step, best_metrics=state.best_metrics)
-            retrying = True
-            if rejections >= max_rejections:
+            fallback = state.last_good if state.last_good is not None else state
+            state = fallback._replace(
+                step=state.step, step_scale=state.step_scale * 0.5, best_theta=state.best_theta,
+                best_loss=state.best_loss, best_step=state.best_step,
+                best_metrics=state.best_metrics, last_good=fallback.last_good,
+                rejections=state.rejections + 1, retry=True)
+            if state.rejections >= max_rejections:
                 status = "diverged"
                 break
             continue
-        if not retrying:  # a retry at the last good θ proves nothing about the step size
-            rejections = 0
-        retrying = False
-        last_good = state
         metrics = {k: float(v) for k, v in eval_c(state.theta, params, data, splits, tol).items()}
+        if splits.n_folds > 1:
+            metrics["val_loss"] = float(info.data_loss)  # the k-fold (out-of-fold) loss
         record = {
             "step": state.step, "outer_loss": loss,
             **metrics,
             "hypergrad_norm": float(info.hypergrad_norm),
             "step_time": step_time,
+            "hypergrad_time": hypergrad_time,
             "inner_iterations": int(info.inner_iterations),
             "inner_error": float(info.inner_error),
             "inner_converged": bool(info.inner_converged),
@@ -376,7 +424,10 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
             best_loss=loss if improved else state.best_loss,
             best_step=record["step"] if improved else state.best_step,
             step_scale=state.step_scale,
-            best_metrics={"outer_loss": loss, **metrics} if improved else state.best_metrics)
+            best_metrics={"outer_loss": loss, **metrics} if improved else state.best_metrics,
+            last_good=state._replace(last_good=None),
+            # a retry at the last good θ proves nothing about the (halved) step size
+            rejections=state.rejections if state.retry else 0)
         history.append(record)
         if callback is not None:
             callback(state, record)
@@ -390,4 +441,9 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
     final_metrics = history[-1] if history else {}
     best_hparams = {k: np.asarray(v).tolist() for k, v in bilevel.problem.hparams(state.best_theta).items()}
     return FitResult(state, history, best_hparams, final_metrics, state.best_metrics or {}, status,
-                     compile_time, time.perf_counter() - start + compile_time)
+                     compile_time, time.perf_counter() - start + compile_time, compiled_temp_mb)
+
+
+def _temp_mb(executable) -> float:
+    analysis = executable.memory_analysis()
+    return float(getattr(analysis, "temp_size_in_bytes", 0) or 0) / 2**20

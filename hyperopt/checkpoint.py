@@ -32,6 +32,11 @@ def save_checkpoint(run_dir: str | os.PathLike, state: OuterState, extra: dict |
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
     return path
 
 
@@ -63,12 +68,15 @@ class FolderLock:
         self._fd: int | None = None
 
     def __enter__(self):
+        if self._fd is not None:  # already held (acquire, then ``with lock:``)
+            return self
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(self._fd)
+            self._fd = None
             raise FolderLockedError(f"output folder {self.path.parent} is in use by another run "
                                     f"(pid {holder}); wait for it or pick another folder") from None
         os.ftruncate(self._fd, 0)

@@ -120,3 +120,31 @@ def test_error_leaves_earlier_results_untouched(tmp_path, capsys):
     after = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.name != ".lock"}
     assert after == before
     np.testing.assert_equal(sorted(after), sorted(before))
+
+
+def test_resume_true_without_checkpoint_is_refused(tmp_path, capsys):
+    line = _run_expecting_error(tmp_path, capsys, ["resume=true"])
+    assert "resume=true but" in line and "holds no checkpoint" in line
+
+
+def test_rerunning_a_finished_run_changes_nothing(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    cfg = compose_run_config(run_dir, ["logger=none", "steps=3", "solver=cholesky"])
+    first = cli.run(cfg)
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.name != ".lock"}
+    cfg = compose_run_config(run_dir, ["logger=none", "steps=3", "solver=cholesky"])
+    assert cli.run(cfg) == first
+    assert "already holds a finished run" in capsys.readouterr().err
+    after = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.name != ".lock"}
+    assert after == before
+
+
+def test_unfinished_run_without_checkpoint_starts_over_in_a_clean_log(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").write_text('{"step": 0, "outer_loss": 9.0}\n{"step": 1, "outer_loss": 9.0}\n')
+    cfg = compose_run_config(run_dir, ["logger=none", "steps=2", "solver=cholesky"])
+    cli.run(cfg)
+    assert "starting over" in capsys.readouterr().err
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [0, 1] and all(r["outer_loss"] != 9.0 for r in lines)
