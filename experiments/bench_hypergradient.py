@@ -453,7 +453,7 @@ def main(argv=None) -> list[dict]:
           "(tol=1e-300)\n")
     print(markdown_table(rows))
     if default_rows:
-        print(f"\n### Default tol (1e-8 in float64, stop at convergence), maxiter "
+        print(f"\n### Default tol (1e-10 in float64, stop at convergence), maxiter "
               f"{opts.default_tol_maxiter}\n")
         print(markdown_table(default_rows))
     print("\nhg / solve: median over rounds of (hypergradient time / time of one forward inner "

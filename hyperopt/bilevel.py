@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 import warnings
@@ -149,7 +150,7 @@ class Bilevel:
     cv_folds: int = 0
     inner_tol: tuple[float, float, float] | None = None
 
-    @property
+    @functools.cached_property
     def inner(self) -> InnerSolver:
         return self.problem.inner_solver(self.make_solver)
 

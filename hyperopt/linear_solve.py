@@ -208,18 +208,23 @@ def solve_normal_cg(matvec: Matvec, b, *, ridge: float | None = None, init=None,
 
     Squares the condition number, so it is slower and less accurate than
     :func:`solve_gmres` on ill-conditioned systems; kept for JAXopt compatibility.
-    ``ridge`` regularizes the normal system: ``(AᵀA + r I) x = Aᵀb``.
+    ``ridge`` regularizes the normal system: ``(AᵀA + r I) x = Aᵀb``. Without ``ridge`` the
+    check is on the original system's residual ``||Ax - b|| / ||b||``; with it, on the
+    regularized normal system's (whose solution does not solve ``Ax = b``).
     """
     _check_positive("tol", tol)
     _check_positive("maxiter", maxiter, "a positive integer or None")
     tol = _default_tol(b) if tol is None else tol
+    matvec, b, init, back = _common_dtype(matvec, b, init)
     transpose = jax.linear_transpose(matvec, b)
     rmatvec = lambda y: transpose(y)[0]
     normal_matvec = _with_ridge(lambda x: rmatvec(matvec(x)), ridge)
     normal_b = rmatvec(b)
     x, _ = jsp_linalg.cg(normal_matvec, normal_b, x0=init, tol=tol, atol=atol, maxiter=maxiter)
     details = f"normal equations, tol={tol:g}, maxiter={maxiter}"
-    return _checked("solve_normal_cg", normal_matvec, normal_b, x, 10 * tol, on_failure, details)
+    if ridge is None:
+        return back(_checked("solve_normal_cg", matvec, b, x, 10 * tol, on_failure, details))
+    return back(_checked("solve_normal_cg", normal_matvec, normal_b, x, 10 * tol, on_failure, details))
 
 
 def _dense(factor_solve, name, matvec, b, ridge, on_failure):

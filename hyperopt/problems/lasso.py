@@ -71,7 +71,7 @@ class Lasso(Problem):
         if issubclass(cls, BlockCoordinateDescent):
             solver = make_solver(fun=LEAST_SQUARES, block_prox=prox_fn,
                                  block_hyperparams=self.per_feature)
-        elif issubclass(cls, ProximalGradient) and cls is ProximalGradient:
+        elif cls is ProximalGradient:  # not its subclasses (GradientDescent ignores the prox)
             solver = make_solver(fun=least_squares, prox=prox_fn)
         else:
             raise self.unsupported_solver(make_solver, (ProximalGradient, BlockCoordinateDescent))
