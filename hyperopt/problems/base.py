@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from hyperopt.data import Dataset
 from hyperopt.solvers.base import IterativeSolver
 
-__all__ = ["InnerSolver", "Problem", "SolverFactory", "weighted_mean"]
+__all__ = ["InnerSolver", "L2Penalized", "Problem", "SolverFactory", "weighted_mean"]
 
 SolverFactory = Callable[..., IterativeSolver]
 
@@ -101,6 +101,22 @@ class Problem:
         cls = solver_class(make_solver)
         names = ", ".join(c.__name__ for c in allowed)
         return ValueError(f"problem {self.name!r} cannot use solver {cls.__name__}; allowed: {names}")
+
+
+@dataclasses.dataclass(frozen=True)
+class L2Penalized(Problem):
+    """A problem whose hyperparameter is an L2 penalty λ, one or one per feature;
+    ``theta = log λ``."""
+
+    per_feature: bool = False
+    init_l2reg: float = 1.0
+
+    def init_hparams(self, data: Dataset):
+        shape = (data.n_features,) if self.per_feature else ()
+        return jnp.full(shape, jnp.log(self.init_l2reg), data.X_train.dtype)
+
+    def hparams(self, theta):
+        return {"l2reg": jnp.exp(theta)}
 
 
 def solver_class(make_solver: SolverFactory) -> type:

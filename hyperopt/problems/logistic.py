@@ -12,7 +12,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from hyperopt.problems.base import InnerSolver, Problem, solver_class, weighted_mean
+from hyperopt.problems.base import InnerSolver, L2Penalized, solver_class, weighted_mean
 from hyperopt.solvers import LBFGS, GradientDescent
 
 __all__ = ["Logistic", "cross_entropy"]
@@ -40,7 +40,7 @@ def objective(params, l2reg, X, y, sw):
 
 
 @dataclasses.dataclass(frozen=True)
-class Logistic(Problem):
+class Logistic(L2Penalized):
     """Logistic regression; ``per_feature=True`` learns one penalty per feature.
 
     Example:
@@ -50,15 +50,7 @@ class Logistic(Problem):
 
     name = "logistic"
     tasks = ("binary", "multiclass")
-    per_feature: bool = False
     init_l2reg: float = 1e-2
-
-    def init_hparams(self, data):
-        shape = (data.n_features,) if self.per_feature else ()
-        return jnp.full(shape, jnp.log(self.init_l2reg), data.X_train.dtype)
-
-    def hparams(self, theta):
-        return {"l2reg": jnp.exp(theta)}
 
     def init_params(self, data, n_samples: int | None = None):
         k = 1 if data.task == "binary" else data.n_classes

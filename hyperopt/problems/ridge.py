@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import jax.numpy as jnp
 
-from hyperopt.problems.base import InnerSolver, Problem, solver_class, weighted_mean
+from hyperopt.problems.base import InnerSolver, L2Penalized, solver_class, weighted_mean
 from hyperopt.solvers import LBFGS, ClosedForm, GradientDescent
 
 __all__ = ["Ridge", "RidgeCholesky"]
@@ -43,7 +43,7 @@ class RidgeCholesky(ClosedForm):
 
 
 @dataclasses.dataclass(frozen=True)
-class Ridge(Problem):
+class Ridge(L2Penalized):
     """Ridge regression with a scalar or per-feature (``per_feature=True``) penalty.
 
     Example:
@@ -54,15 +54,7 @@ class Ridge(Problem):
 
     name = "ridge"
     tasks = ("regression",)
-    per_feature: bool = False
     init_l2reg: float = 1.0
-
-    def init_hparams(self, data):
-        shape = (data.n_features,) if self.per_feature else ()
-        return jnp.full(shape, jnp.log(self.init_l2reg), data.X_train.dtype)
-
-    def hparams(self, theta):
-        return {"l2reg": jnp.exp(theta)}
 
     def init_params(self, data, n_samples: int | None = None):
         return jnp.zeros(data.n_features, data.X_train.dtype)
