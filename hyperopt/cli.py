@@ -12,6 +12,7 @@ so a Hydra sweeper (e.g. Optuna) can minimize it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -40,7 +41,7 @@ from hyperopt.data import DataError
 from hyperopt.linear_solve import LinearSolveError
 from hyperopt.problems.base import solver_class
 
-__all__ = ["ConfigError", "check_config", "check_overrides", "run", "run_guarded", "run_main"]
+__all__ = ["ConfigError", "build", "check_config", "check_overrides", "run", "run_guarded", "run_main"]
 
 PROG = "hyperopt-run"
 
@@ -175,13 +176,8 @@ def _summary(result: FitResult, labels: dict, bilevel: Bilevel, data) -> dict:
     return summary
 
 
-def run(cfg: DictConfig) -> float:
-    """Runs one experiment from a composed config; returns the final validation loss."""
-    check_config(cfg)
-    logging.getLogger("jax").setLevel(logging.WARNING)  # Hydra sets the root logger to INFO
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
-    jax.config.update("jax_enable_x64", cfg.precision == "float64")
-
+def build(cfg: DictConfig):
+    """Dataset, :class:`~hyperopt.bilevel.Bilevel` and run labels from a composed config."""
     data = instantiate(cfg.dataset, seed=cfg.seed, dtype=cfg.precision)
     problem = instantiate(cfg.problem, _convert_="all")
     problem.check_data(data)
@@ -189,99 +185,127 @@ def run(cfg: DictConfig) -> float:
     make_solver = functools.partial(
         instantiate(cfg.solver, _convert_="all"), implicit_diff=cfg.mode.implicit_diff,
         implicit_diff_solve=instantiate(linear_solve) if "_target_" in linear_solve else None)
-    inner_tol = tuple(cfg.inner_tol) if cfg.inner_tol is not None else None
     bilevel = Bilevel(problem=problem, make_solver=make_solver,
                       optimizer=instantiate(cfg.outer, _convert_="all"),
-                      hparam_penalty=cfg.hparam_penalty, cv_folds=cfg.cv_folds, inner_tol=inner_tol)
+                      hparam_penalty=cfg.hparam_penalty, cv_folds=cfg.cv_folds,
+                      inner_tol=tuple(cfg.inner_tol) if cfg.inner_tol is not None else None)
     bilevel.inner  # noqa: B018 - fails early (one line) when the problem cannot use the solver
     labels = {"problem": problem.name, "dataset": data.name, "mode": cfg.mode.name,
               "solver": solver_class(make_solver).__name__}
     labels.update(tracking.run_labels({k: {"name": v} for k, v in labels.items()}))
+    return data, bilevel, labels
 
+
+def _lock_output(out_dir: Path) -> FolderLock:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        lock = FolderLock(out_dir).__enter__()  # creating the lock file also proves we can write
+        return FolderLock(out_dir).__enter__()  # creating the lock file also proves we can write
     except OSError as e:
         raise tracking.TrackingError(f"output folder {out_dir} is not writable: {e.strerror or e}") from None
 
-    with lock:
-        loaded = load_checkpoint(out_dir) if cfg.resume in ("auto", True) else None
-        earlier = (out_dir / "metrics.jsonl").exists()
-        if loaded is None and earlier and cfg.resume is not True and cfg.resume != "auto":
-            raise ConfigError(f"resume=false but {out_dir} already holds a run; allowed: "
-                              "resume=auto (continue it) or another hydra.run.dir")
-        if loaded is None and cfg.resume is True:
-            raise ConfigError(f"resume=true but {out_dir} holds no checkpoint; allowed: "
-                              "resume=auto (start fresh when there is none)")
-        state = loaded[0] if loaded else None
+
+def _resume_state(cfg: DictConfig, out_dir: Path):
+    """The checkpointed state to continue from, or None for a fresh start."""
+    loaded = load_checkpoint(out_dir) if cfg.resume in ("auto", True) else None
+    earlier = (out_dir / "metrics.jsonl").exists()
+    if loaded is None and earlier and cfg.resume is False:
+        raise ConfigError(f"resume=false but {out_dir} already holds a run; allowed: "
+                          "resume=auto (continue it) or another hydra.run.dir")
+    if loaded is None and cfg.resume is True:
+        raise ConfigError(f"resume=true but {out_dir} holds no checkpoint; allowed: "
+                          "resume=auto (start fresh when there is none)")
+    if loaded is not None:
+        print(f"{PROG}: resuming {out_dir} from step {loaded[0].step}", file=sys.stderr)
+        return loaded[0]
+    if earlier:  # killed before its first checkpoint: start over, in a clean log
+        print(f"{PROG}: {out_dir} holds an unfinished run with no checkpoint; starting over",
+              file=sys.stderr)
+    return None
+
+
+@contextlib.contextmanager
+def _stop_on_sigint():
+    """Yields a flag set by Ctrl-C, so that the outer loop stops after saving."""
+    stop = {"requested": False}
+
+    def on_sigint(signum, frame):
+        stop["requested"] = True
+        print(f"\n{PROG}: interrupted; saving a checkpoint and stopping", file=sys.stderr)
+
+    try:
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # not in the main thread (some launchers)
+        previous = None
+    try:
+        yield stop
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _on_step(cfg: DictConfig, out_dir: Path, tracker, progress: _Progress):
+    """The per-step callback: log, show progress, warn once per kind of fault, checkpoint."""
+    seen: set = set()
+    # sqrt(eps): well above what the default solves reach, so a warning means the implicit
+    # system was really not solved (dense solves of ill-conditioned systems are judged by
+    # their backward error instead, in hyperopt.linear_solve)
+    residual_bar = float(np.sqrt(np.finfo(cfg.precision).eps))
+
+    def on_step(state, record):
+        tracker.log(record["step"], record)
+        progress.update(record)
+        if not record["inner_converged"]:
+            _warn_once(seen, "inner", f"inner solver stopped at solver.maxiter={cfg.solver.maxiter}"
+                       f" with error {record['inner_error']:.3g} > tol {record['inner_tol']:.3g} "
+                       f"(outer step {record['step']}; recorded per step as inner_converged); "
+                       "hypergradients may be inaccurate")
+        residual = record["linear_residual"]
+        if residual is not None and not residual <= residual_bar:
+            _warn_once(seen, "linear", f"implicit linear solve residual {residual:.3g} at outer "
+                       f"step {record['step']} (recorded per step as linear_residual)")
+        if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
+            save_checkpoint(out_dir, state)
+
+    return on_step
+
+
+def run(cfg: DictConfig) -> float:
+    """Runs one experiment from a composed config; returns the final validation loss."""
+    check_config(cfg)
+    logging.getLogger("jax").setLevel(logging.WARNING)  # Hydra sets the root logger to INFO
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    jax.config.update("jax_enable_x64", cfg.precision == "float64")
+    data, bilevel, labels = build(cfg)
+
+    with _lock_output(out_dir):
+        state = _resume_state(cfg, out_dir)
         if state is not None and state.step >= cfg.steps and (out_dir / "summary.json").exists():
-            summary = tracking.read_summary(out_dir)
-            print(f"{PROG}: {out_dir} already holds a finished run ({state.step} steps); "
-                  "nothing to do (raise steps= to continue it)", file=sys.stderr)
-            return float(summary.get("final", {}).get("val_loss", math.inf))
-        if state is not None:
-            print(f"{PROG}: resuming {out_dir} from step {state.step}", file=sys.stderr)
-        elif earlier:  # killed before its first checkpoint: start over, in a clean log
-            print(f"{PROG}: {out_dir} holds an unfinished run with no checkpoint; starting over",
-                  file=sys.stderr)
-
-        stop = {"requested": False}
-
-        def on_sigint(signum, frame):
-            stop["requested"] = True
-            print(f"\n{PROG}: interrupted; saving a checkpoint and stopping", file=sys.stderr)
-
-        try:
-            previous_handler = signal.signal(signal.SIGINT, on_sigint)
-        except ValueError:  # not in the main thread (some launchers)
-            previous_handler = None
-
-        seen: set = set()
+            print(f"{PROG}: {out_dir} already holds a finished run ({state.step} steps); nothing "
+                  "to do (raise steps= to continue it)", file=sys.stderr)
+            return float(tracking.read_summary(out_dir).get("final", {}).get("val_loss", math.inf))
         progress = _Progress(cfg.steps)
         tracker = _make_trackers(cfg, out_dir, labels, state.step if state else 0)
         try:
             tracker.log_config(OmegaConf.to_container(cfg, resolve=True) | {"run": labels})
-
-            # sqrt(eps): well above what the default solves reach, so a warning means the
-            # implicit system was really not solved (dense solves of ill-conditioned systems
-            # are judged by their backward error instead, in hyperopt.linear_solve)
-            residual_bar = float(np.sqrt(np.finfo(cfg.precision).eps))
-
-            def on_step(state, record):
-                tracker.log(record["step"], record)
-                progress.update(record)
-                if not record["inner_converged"]:
-                    _warn_once(seen, "inner", f"inner solver stopped at solver.maxiter="
-                               f"{cfg.solver.maxiter} with error {record['inner_error']:.3g} > tol "
-                               f"{record['inner_tol']:.3g} (outer step {record['step']}; recorded "
-                               "per step as inner_converged); hypergradients may be inaccurate")
-                residual = record["linear_residual"]
-                if residual is not None and not residual <= residual_bar:
-                    _warn_once(seen, "linear", f"implicit linear solve residual {residual:.3g} at "
-                               f"outer step {record['step']} (recorded per step as linear_residual)")
-                if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
-                    save_checkpoint(out_dir, state)
-
-            with warnings.catch_warnings():
+            with _stop_on_sigint() as stop, warnings.catch_warnings():
                 warnings.simplefilter("once")
                 result = fit(bilevel, data, cfg.steps, state=state, patience=cfg.patience,
-                             min_delta=cfg.min_delta, seed=cfg.seed, callback=on_step,
+                             min_delta=cfg.min_delta, seed=cfg.seed,
+                             callback=_on_step(cfg, out_dir, tracker, progress),
                              should_stop=lambda: stop["requested"])
             progress.close()
             if cfg.checkpoint_every or result.status == "interrupted":
                 save_checkpoint(out_dir, result.state)
             if result.status == "diverged":
-                _warn_once(seen, "diverged", "outer loop diverged (non-finite or exploding outer "
-                           "loss); the best hyperparameters so far are kept in summary.json")
+                print(f"{PROG}: warning: outer loop diverged (non-finite or exploding outer loss); "
+                      "the best hyperparameters so far are kept in summary.json", file=sys.stderr)
             summary = _summary(result, labels, bilevel, data)
             if "image_shape" in summary:
-                images = np.asarray(problem.images(result.state.best_theta))
+                images = np.asarray(bilevel.problem.images(result.state.best_theta))
                 np.save(out_dir / "images.npy", images.reshape(images.shape[0], -1))  # (k, d)
             tracker.summary(summary)
         finally:
             tracker.finish()
-            if previous_handler is not None:
-                signal.signal(signal.SIGINT, previous_handler)
 
     best = result.best_metrics
     print(f"{PROG}: {result.status} after {result.state.step} steps "
