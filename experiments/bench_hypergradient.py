@@ -21,7 +21,8 @@ through ``solver.run``:
 For every maxiter the solvers use ``tol=1e-300``, so both modes run exactly ``maxiter``
 iterations (the "iters" column says what actually ran). Modes: ``implicit`` (the
 solver's default implicit solve: CG for GradientDescent and LBFGS), ``implicit+lu``
-(``implicit_diff_solve=solve_lu``: the dense Hessian, for comparison), ``unrolled``.
+(``implicit_diff_solve=solve_lu``: the dense Hessian, for comparison), ``unrolled``,
+``unrolled+ckpt`` (``unroll_checkpoint=True``: each step rematerialized in the backward pass).
 A second table uses the default ``tol`` (stop at convergence; maxiter 300 unless
 ``--default-tol-maxiter``).
 
@@ -98,10 +99,10 @@ def ridge_problem(jnp, hyperopt, seed: int = 0) -> Problem:
     grad_val = 2 * X_val.T @ (X_val @ w_star - y_val) / n_val
     exact = float(grad_val @ -np.linalg.solve(H, w_star))
 
-    def make_solver(maxiter, tol, implicit_diff, implicit_diff_solve=None):
+    def make_solver(maxiter, tol, implicit_diff, implicit_diff_solve=None, **options):
         return hyperopt.GradientDescent(fun=objective, stepsize=float(1.0 / L), maxiter=maxiter,
                                         tol=tol, implicit_diff=implicit_diff,
-                                        implicit_diff_solve=implicit_diff_solve)
+                                        implicit_diff_solve=implicit_diff_solve, **options)
 
     return Problem(
         name="ridge", solver_name="GD 1/L", make_solver=make_solver,
@@ -130,9 +131,9 @@ def logistic_problem(jax, jnp, hyperopt, seed: int = 0) -> Problem:
     exact, fd, grad_norm = _logistic_reference(jax, jnp, objective, log_loss, lam, X, y,
                                                X_val, y_val, (p, k))
 
-    def make_solver(maxiter, tol, implicit_diff, implicit_diff_solve=None):
-        return hyperopt.LBFGS(fun=objective, maxiter=maxiter, tol=tol,
-                              implicit_diff=implicit_diff, implicit_diff_solve=implicit_diff_solve)
+    def make_solver(maxiter, tol, implicit_diff, implicit_diff_solve=None, **options):
+        return hyperopt.LBFGS(fun=objective, maxiter=maxiter, tol=tol, implicit_diff=implicit_diff,
+                              implicit_diff_solve=implicit_diff_solve, **options)
 
     return Problem(
         name="logistic", solver_name="LBFGS", make_solver=make_solver,
@@ -265,22 +266,25 @@ def make_functions(jax, problem: Problem, solver):
 def bench_group(jax, hyperopt, problem: Problem, maxiter: int, tol, opts) -> list[dict]:
     """All modes of one problem at one maxiter; returns one row per mode."""
     solve_lu = hyperopt.linear_solve.solve_lu
-    modes = [("implicit", True, None), ("implicit+lu", True, solve_lu), ("unrolled", False, None)]
+    modes = [("implicit", True, None, {}), ("implicit+lu", True, solve_lu, {}),
+             ("unrolled", False, None, {}),
+             ("unrolled+ckpt", False, None, {"unroll_checkpoint": True})]
     max_run = opts.max_run_gib * 2 ** 30
     fwd, hg = {}, {}
-    for mode, implicit, lin in modes:
+    for mode, implicit, lin, extra in modes:
         # A fresh solver per compiled function, so no trace is shared and compile times
-        # are honest. The forward solve does not depend on the linear solve: one per mode.
-        if lin is None:
+        # are honest. The forward solve depends on neither the linear solve nor the
+        # checkpointing of the backward pass: one per mode.
+        if lin is None and not extra:
             f_fwd, _ = make_functions(jax, problem, problem.make_solver(maxiter, tol, implicit, lin))
             fwd[mode] = compile_and_warm(jax, f"{mode} forward", f_fwd, problem.args, max_run)
-        _, f_hg = make_functions(jax, problem, problem.make_solver(maxiter, tol, implicit, lin))
+        _, f_hg = make_functions(jax, problem, problem.make_solver(maxiter, tol, implicit, lin, **extra))
         hg[mode] = compile_and_warm(jax, f"{mode} hypergradient", f_hg, problem.args, max_run)
     time_interleaved(jax, [*fwd.values(), *hg.values()], problem.args, opts.repeats,
                      opts.slow_s, opts.slow_repeats)
 
     rows = []
-    for mode, implicit, _ in modes:
+    for mode, implicit, _, _ in modes:
         f = fwd["implicit" if implicit else "unrolled"]
         h = hg[mode]
         row = dict(problem=problem.name, solver=problem.solver_name, maxiter=maxiter,
@@ -355,7 +359,7 @@ def detail_table(rows: list[dict]) -> str:
 
 def growth_summary(problem: Problem, rows: list[dict]) -> list[str]:
     out = []
-    for mode in ("implicit", "implicit+lu", "unrolled"):
+    for mode in ("implicit", "implicit+lu", "unrolled", "unrolled+ckpt"):
         pts = sorted((r["maxiter"], r["temp_hg_mib"]) for r in rows
                      if r["problem"] == problem.name and r["mode"] == mode and r["tol"] != "default")
         if len(pts) < 2:

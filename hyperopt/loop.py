@@ -26,11 +26,19 @@ __all__ = ["run_loop"]
 
 
 def run_loop(step: Callable[[Any, Any], tuple[Any, Any]], params, state, *, maxiter: int,
-             tol: float, unrolled: bool, verbose: bool = False) -> tuple[Any, Any]:
+             tol: float, unrolled: bool, verbose: bool = False,
+             checkpoint: bool = False) -> tuple[Any, Any]:
     """Iterates ``step`` from ``(params, state)`` until ``state.error <= tol`` or ``maxiter``.
+
+    ``checkpoint`` (unrolled mode): rematerialize each step in the backward pass, so that
+    reverse mode stores only the loop carry per step (the iterate and the solver state)
+    instead of the step's intermediates (e.g. LBFGS's per-sample softmax), at the price of
+    recomputing every step once.
 
     Returns ``(params, state)`` with ``state.converged`` set.
     """
+    if checkpoint:
+        step = jax.checkpoint(step)
     def report(params, state):
         if verbose:
             jax.debug.print("iter {i}  error {e:.3e}", i=state.iter_num, e=state.error)

@@ -377,3 +377,15 @@ def test_python_int_arguments_stay_static(solver_cls):
         W = solver_cls(fun=objective, maxiter=500).run(jnp.zeros((3, k)), k, X, labels).params
         assert W.shape == (3, k)
         assert float(jnp.linalg.norm(jax.grad(objective)(W, k, X, labels))) < 1e-8
+
+
+def test_unroll_checkpoint_gives_the_same_hypergradient(classification):
+    X, y, Xv, yv = classification
+
+    def hypergrad(checkpoint):
+        solver = hyperopt.LBFGS(fun=logistic_objective, maxiter=100, tol=1e-12, implicit_diff=False,
+                                unroll_checkpoint=checkpoint)
+        val = lambda lam: jnp.mean((Xv @ solver.run(jnp.zeros(X.shape[1]), lam, X, y).params - yv) ** 2)
+        return float(jax.jit(jax.grad(val))(1e-2))
+
+    assert abs(hypergrad(True) - hypergrad(False)) <= 1e-10 * abs(hypergrad(False))  # rounding only

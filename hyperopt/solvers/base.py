@@ -108,6 +108,9 @@ class IterativeSolver:
       jit: compile ``run`` (once per solver object, argument shapes and static
         arguments: Python ints, bools and strings are static, arrays and floats traced).
       verbose: print the error at every iteration.
+      unroll_checkpoint: in unrolled mode, recompute each iteration in the backward pass
+        instead of storing its intermediates (``jax.checkpoint``): less memory per step for
+        solvers with large intermediates (LBFGS), ~1.3x the time.
 
     Solvers are frozen dataclasses: use ``dataclasses.replace(solver, maxiter=...)`` to
     change an option.
@@ -121,6 +124,7 @@ class IterativeSolver:
     implicit_diff_solve: Callable | None = None
     jit: bool = True
     verbose: bool = False
+    unroll_checkpoint: bool = False
 
     def __post_init__(self):
         if not (isinstance(self.maxiter, (int, np.integer)) and self.maxiter > 0):
@@ -155,7 +159,8 @@ class IterativeSolver:
         state = self.init_state(init_params, *args, **kwargs)
         step = lambda params, state: tuple(self.update(params, state, *args, **kwargs))
         return run_loop(step, init_params, state, maxiter=self.maxiter, tol=tol,
-                        unrolled=not self.implicit_diff, verbose=self.verbose)
+                        unrolled=not self.implicit_diff, verbose=self.verbose,
+                        checkpoint=self.unroll_checkpoint)
 
     @functools.cached_property
     def _differentiable_run(self) -> Callable:
