@@ -284,28 +284,30 @@ def run(cfg: DictConfig) -> float:
                   "to do (raise steps= to continue it)", file=sys.stderr)
             return float(tracking.read_summary(out_dir).get("final", {}).get("val_loss", math.inf))
         progress = _Progress(cfg.steps)
-        tracker = _make_trackers(cfg, out_dir, labels, state.step if state else 0)
-        try:
-            tracker.log_config(OmegaConf.to_container(cfg, resolve=True) | {"run": labels})
-            with _stop_on_sigint() as stop, warnings.catch_warnings():
-                warnings.simplefilter("once")
-                result = fit(bilevel, data, cfg.steps, state=state, patience=cfg.patience,
-                             min_delta=cfg.min_delta, seed=cfg.seed,
-                             callback=_on_step(cfg, out_dir, tracker, progress),
-                             should_stop=lambda: stop["requested"])
-            progress.close()
-            if cfg.checkpoint_every or result.status == "interrupted":
-                save_checkpoint(out_dir, result.state)
-            if result.status == "diverged":
-                print(f"{PROG}: warning: outer loop diverged (non-finite or exploding outer loss); "
-                      "the best hyperparameters so far are kept in summary.json", file=sys.stderr)
-            summary = _summary(result, labels, bilevel, data)
-            if "image_shape" in summary:
-                images = np.asarray(bilevel.problem.images(result.state.best_theta))
-                np.save(out_dir / "images.npy", images.reshape(images.shape[0], -1))  # (k, d)
-            tracker.summary(summary)
-        finally:
-            tracker.finish()
+        with _stop_on_sigint() as stop:  # before anything is written: Ctrl-C always ends cleanly
+            tracker = _make_trackers(cfg, out_dir, labels, state.step if state else 0)
+            try:
+                tracker.log_config(OmegaConf.to_container(cfg, resolve=True) | {"run": labels})
+                with warnings.catch_warnings():
+                    warnings.simplefilter("once")
+                    result = fit(bilevel, data, cfg.steps, state=state, patience=cfg.patience,
+                                 min_delta=cfg.min_delta, seed=cfg.seed,
+                                 callback=_on_step(cfg, out_dir, tracker, progress),
+                                 should_stop=lambda: stop["requested"])
+                progress.close()
+                if cfg.checkpoint_every or result.status == "interrupted":
+                    save_checkpoint(out_dir, result.state)
+                if result.status == "diverged":
+                    print(f"{PROG}: warning: outer loop diverged (non-finite or exploding outer "
+                          "loss); the best hyperparameters so far are kept in summary.json",
+                          file=sys.stderr)
+                summary = _summary(result, labels, bilevel, data)
+                if "image_shape" in summary:
+                    images = np.asarray(bilevel.problem.images(result.state.best_theta))
+                    np.save(out_dir / "images.npy", images.reshape(images.shape[0], -1))  # (k, d)
+                tracker.summary(summary)
+            finally:
+                tracker.finish()
 
     best = result.best_metrics
     print(f"{PROG}: {result.status} after {result.state.step} steps "

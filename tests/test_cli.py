@@ -1,7 +1,6 @@
 """hyperopt-run end to end: config composition, every experiment, sweeps, kill and resume."""
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from clihelpers import compose_run_config, hyperopt_run
+from clihelpers import compose_run_config, hyperopt_run, start_hyperopt_run
 from hydra.utils import instantiate
 
 from hyperopt import cli, tracking
@@ -126,13 +125,8 @@ def test_sigkill_then_rerun_resumes_to_the_same_result(tmp_path):
     full = hyperopt_run(*args, f"hydra.run.dir={tmp_path}/full", cwd=tmp_path)
     assert full.returncode == 0, full.stderr
     run_dir = tmp_path / "killed"
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    code = "import sys; from hyperopt.cli import run_main; run_main()"
-    proc = subprocess.Popen([sys.executable, "-c", code, *args, f"hydra.run.dir={run_dir}"],
-                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (run_dir / "checkpoint.pkl").exists() and time.time() < deadline:
-        time.sleep(0.05)
+    proc = start_hyperopt_run(*args, f"hydra.run.dir={run_dir}", cwd=tmp_path,
+                              wait_for=run_dir / "checkpoint.pkl")
     time.sleep(random.uniform(0.0, 0.3))  # a random moment after the first checkpoint
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -148,14 +142,9 @@ def test_sigkill_then_rerun_resumes_to_the_same_result(tmp_path):
 @pytest.mark.slow
 def test_sigint_saves_and_stops_cleanly(tmp_path):
     run_dir = tmp_path / "run"
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    code = "import sys; from hyperopt.cli import run_main; run_main()"
-    proc = subprocess.Popen([sys.executable, "-c", code, "steps=100000", "checkpoint_every=0",
-                             "logger=none", f"hydra.run.dir={run_dir}"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (run_dir / "metrics.jsonl").exists() and time.time() < deadline:
-        time.sleep(0.05)
+    proc = start_hyperopt_run("steps=100000", "checkpoint_every=0", "logger=none",
+                              f"hydra.run.dir={run_dir}", cwd=tmp_path,
+                              wait_for=run_dir / "metrics.jsonl", output=subprocess.PIPE)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -169,15 +158,9 @@ def test_sigint_saves_and_stops_cleanly(tmp_path):
 @pytest.mark.slow
 def test_second_run_on_a_busy_folder_is_refused(tmp_path):
     run_dir = tmp_path / "run"
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    code = "import sys; from hyperopt.cli import run_main; run_main()"
-    first = subprocess.Popen([sys.executable, "-c", code, "steps=100000", "logger=none",
-                              f"hydra.run.dir={run_dir}"], cwd=tmp_path, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = start_hyperopt_run("steps=100000", "logger=none", f"hydra.run.dir={run_dir}",
+                               cwd=tmp_path, wait_for=run_dir / "metrics.jsonl")
     try:
-        deadline = time.time() + 120
-        while not (run_dir / "metrics.jsonl").exists() and time.time() < deadline:
-            time.sleep(0.05)
         second = hyperopt_run("steps=2", "logger=none", f"hydra.run.dir={run_dir}", cwd=tmp_path)
         assert second.returncode == 2
         assert "is in use by another run" in second.stderr
