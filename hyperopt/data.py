@@ -224,7 +224,7 @@ def load_dataset(name: str, *, val_fraction: float = 0.2, test_fraction: float =
     y, n_classes = _encode_targets(y, task, source)
     splits = _split_indices(y, n_classes, val_fraction, test_fraction, seed, source)
 
-    y_mean, y_scale = (_standard_stats(y[splits[0]]) if standardize and not n_classes
+    y_mean, y_scale = (_standard_stats(y, splits[0]) if standardize and not n_classes
                        else (0.0, 1.0))
     x_split = _sparse_split if scipy.sparse.issparse(X) else _dense_split
     arrays, stats = [], None
@@ -235,7 +235,7 @@ def load_dataset(name: str, *, val_fraction: float = 0.2, test_fraction: float =
         _check_finite(X_split, y_split, f"{source} ({split} split as {dtype.__name__})",
                       raw.feature_names)
         device_X = (SparseMatrix.from_scipy(X_split, dtype) if scipy.sparse.issparse(X_split)
-                    else jax.device_put(X_split))  # one copy; X_split is freed next round
+                    else jax.device_put(X_split))  # on CPU: adopts the aligned X_split
         arrays += [device_X, jax.device_put(y_split)]
         del X_split
     return Dataset(*arrays, name=raw.name, task=task, n_classes=n_classes,
@@ -256,19 +256,30 @@ def _with_storage(X, sparse):
 
 
 def _dense_split(X, idx, stats, standardize, dtype):
-    """Rows ``idx`` of a dense ``X`` in one working copy, standardized in place by
-    ``stats`` (computed on these rows when ``None``: the training split)."""
-    X_split = np.take(X, idx, axis=0)
-    if X_split.dtype != np.float64:
-        X_split = X_split.astype(np.float64)
-    if standardize:
-        if stats is None:
-            stats = _standard_stats(X_split)
-        mean, scale = stats
-        X_split -= mean
-        X_split /= scale
-    with np.errstate(over="ignore"):
-        return X_split.astype(dtype, copy=False), stats
+    """Rows ``idx`` of a dense ``X``, standardized by ``stats`` (computed on these rows
+    when ``None``: the training split), written block by block into the one array that
+    becomes the device array (no full-size temporaries)."""
+    if standardize and stats is None:
+        stats = _standard_stats(X, idx)
+    out = _aligned_empty((len(idx), *X.shape[1:]), dtype)
+    for start in range(0, len(idx), _ROWS_PER_BLOCK):
+        block = X[idx[start:start + _ROWS_PER_BLOCK]].astype(np.float64, copy=False)  # a copy
+        if standardize:
+            block -= stats[0]
+            block /= stats[1]
+        with np.errstate(over="ignore"):  # a float32 overflow is reported by the caller
+            out[start:start + len(block)] = block
+    return out, stats
+
+
+def _aligned_empty(shape, dtype, alignment=64):
+    """An uninitialized array whose data starts on a 64-byte boundary, which
+    ``jax.device_put`` on CPU adopts without a copy (a copy elsewhere: same values)."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape)) * dtype.itemsize
+    buffer = np.empty(size + alignment, np.uint8)
+    offset = -buffer.ctypes.data % alignment
+    return buffer[offset:offset + size].view(dtype).reshape(shape)
 
 
 def _sparse_split(X, idx, stats, standardize, dtype):
@@ -591,15 +602,24 @@ def _first_non_finite(X):
     return None
 
 
-def _standard_stats(a):
-    """Column means and standard deviations (float64); constant columns get scale 1, not
-    0 (no NaN). Temporaries of one row block, not of ``a``'s size."""
+def _standard_stats(a, idx=None):
+    """Means and standard deviations (float64) of the rows ``idx`` (default all) of ``a``,
+    per column; constant columns get scale 1, not 0 (no NaN). Temporaries of one row
+    block, not of ``a``'s size."""
     a = np.asarray(a)
-    mean = a.mean(axis=0, dtype=np.float64)
+    idx = np.arange(len(a)) if idx is None else idx
+    blocks = [idx[start:start + _ROWS_PER_BLOCK] for start in range(0, len(idx), _ROWS_PER_BLOCK)]
+    total, high, low = np.zeros(a.shape[1:]), np.full(a.shape[1:], -np.inf), np.full(a.shape[1:], np.inf)
+    for rows in blocks:
+        block = a[rows].astype(np.float64, copy=False)
+        total += block.sum(axis=0)
+        np.maximum(high, block.max(axis=0), out=high)
+        np.minimum(low, block.min(axis=0), out=low)
+    mean = total / len(idx)
     squares = np.zeros(a.shape[1:])
-    for start in range(0, len(a), _ROWS_PER_BLOCK):
-        squares += np.square(a[start:start + _ROWS_PER_BLOCK] - mean).sum(axis=0)
-    return mean, np.where(np.ptp(a, axis=0) > 0, np.sqrt(squares / len(a)), 1.0)
+    for rows in blocks:
+        squares += np.square(a[rows] - mean).sum(axis=0)
+    return mean, np.where(high - low > 0, np.sqrt(squares / len(idx)), 1.0)
 
 
 def _sparse_column_scale(X):

@@ -136,9 +136,16 @@ class SparseMatrix:
         if v.ndim not in (1, 2) or v.shape[0] != self.shape[1]:
             raise ValueError(f"SparseMatrix of shape {self.shape} @ operand of shape {v.shape}: "
                              f"need ({self.shape[1]},) or ({self.shape[1]}, K)")
-        gathered = v[self.cols]
-        products = gathered * self.values.reshape((-1,) + (1,) * (v.ndim - 1))
-        return jax.ops.segment_sum(products, self.rows, self.shape[0],
+        if v.ndim == 1:
+            return self._matvec(v)
+        if v.shape[1] == 1:
+            return self._matvec(v[:, 0])[:, None]
+        # One column at a time: gathering K-wide rows v[cols] is 2-3x slower on XLA's CPU
+        # backend than K gathers of scalars (experiments/bench_sparse_ops.py, rcv1 shape).
+        return jax.lax.map(self._matvec, v.T).T
+
+    def _matvec(self, v):
+        return jax.ops.segment_sum(self.values * v[self.cols], self.rows, self.shape[0],
                                    indices_are_sorted=self.rows_sorted)
 
     def rmatvec(self, u: jax.Array) -> jax.Array:

@@ -135,12 +135,20 @@ def _loss(w, X, y, sw):
     return jnp.sum(sw * (jnp.logaddexp(0.0, z) - y * z)) / jnp.sum(sw) + 0.1 * jnp.sum((X.T @ sw) * w) ** 2
 
 
+def _multinomial_loss(W, X, labels, sw):
+    """Weighted softmax cross-entropy with K = 3 columns (the (p, K) products)."""
+    logits = X @ W
+    ce = jax.nn.logsumexp(logits, axis=1) - jnp.take_along_axis(logits, labels[:, None], 1)[:, 0]
+    return jnp.sum(sw * ce) / jnp.sum(sw)
+
+
 def test_derivatives_through_the_operator_match_dense(pair):
     X, D, A = pair
     rng = np.random.default_rng(5)
     n, p = A.shape
     w, y, sw = rng.normal(size=p), (rng.random(n) < 0.5).astype(float), rng.uniform(0.5, 1.5, n)
     dw, s = rng.normal(size=p), rng.uniform(0.5, 2.0, p)
+    W, dW, labels = rng.normal(size=(p, 3)), rng.normal(size=(p, 3)), rng.integers(0, 3, n)
 
     @jax.jit
     def derivatives(M):
@@ -149,7 +157,9 @@ def test_derivatives_through_the_operator_match_dense(pair):
         hvp = jax.jvp(lambda w: jax.grad(_loss)(w, M, y, sw), (w,), (dw,))[1]  # fwd over rev
         d_weights = jax.grad(_loss, argnums=3)(w, M, y, sw)
         d_scaling = jax.grad(lambda s: _loss(w, linop.scale_columns(M, s), y, sw))(s)
-        return grad, jvp, hvp, d_weights, d_scaling
+        grad_K = jax.grad(_multinomial_loss)(W, M, labels, sw)
+        hvp_K = jax.jvp(lambda W: jax.grad(_multinomial_loss)(W, M, labels, sw), (W,), (dW,))[1]
+        return grad, jvp, hvp, d_weights, d_scaling, grad_K, hvp_K
 
     for sparse, dense in zip(derivatives(X), derivatives(D), strict=True):
         _close(sparse, dense)
