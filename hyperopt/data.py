@@ -209,7 +209,7 @@ def load_dataset(name: str, *, val_fraction: float = 0.2, test_fraction: float =
         >>> ds.n_train, ds.n_val, ds.n_test, ds.task
         (30, 10, 10, 'binary')
         >>> load_dataset("synthetic_sparse", shape="rcv1", scale=0.05).X_train
-        SparseMatrix(shape=(608, 2362), nnz=2121, dtype=float64)
+        SparseMatrix(shape=(608, 2362), nnz=2261, dtype=float64)
     """
     dtype = _check_dtype(dtype)
     _check_fractions(val_fraction, test_fraction)

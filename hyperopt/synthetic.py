@@ -19,7 +19,7 @@ Example::
 
     >>> data = make_sparse_text(2000, 5000, 0.002, task="binary", seed=0)
     >>> data.X.shape, data.X.format, round(data.X.nnz / (2000 * 5000), 4), data.y[:4]
-    ((2000, 5000), 'csr', 0.002, array([1., 0., 1., 1.]))
+    ((2000, 5000), 'csr', 0.002, array([1., 0., 1., 0.]))
 """
 
 from __future__ import annotations
