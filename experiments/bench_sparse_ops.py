@@ -27,8 +27,9 @@ Cells are the median wall time of the compiled call (interleaved repeats) and, i
 brackets, its compile time; every result is checked against scipy/float64 (flagged if the
 relative error exceeds 1e-10).
 
-Part 2 (memory), each case in a fresh process, peak RSS from ``getrusage``:
-``load_dataset("file", path=<svmlight written by this script>)`` for an rcv1-shaped file
+Part 2 (memory), each case in a fresh process, peak RSS from ``getrusage``: generating
+the three full shapes (time, peak); ``load_dataset("file", path=<svmlight written by this
+script>)`` for an rcv1-shaped file
 (its X never dense), and ``load_dataset`` of a dense ``n = 10⁵, p = 10³`` NPZ (one working
 copy: the peak over the baseline should stay near raw + splits = 2x the array).
 """
@@ -295,12 +296,44 @@ print(json.dumps(dict(seconds=seconds, base_rss=base_rss, base_peak=base_peak, e
 '''
 
 
-def measure_load(path, options) -> dict:
+_GENERATE = r'''
+import json, resource, sys, time
+import numpy as np
+from hyperopt.synthetic import SPARSE_SHAPES, make_sparse_text
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+n, p, density, task = SPARSE_SHAPES[sys.argv[1]]
+t0 = time.perf_counter()
+X = make_sparse_text(n, p, density, task=task, seed=0).X
+seconds = time.perf_counter() - t0
+print(json.dumps(dict(seconds=seconds, base_peak=base, nnz=X.nnz, density=X.nnz / (n * p),
+                      csr_mib=(X.data.nbytes + X.indices.nbytes + X.indptr.nbytes) / 2**20,
+                      peak=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)))
+'''
+
+
+def _run_snippet(code, *args) -> dict:
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]) + os.pathsep
                + os.environ.get("PYTHONPATH", ""))
-    out = subprocess.run([sys.executable, "-c", _MEASURE, str(path), json.dumps(options)],
-                         capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                         env=env, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure_load(path, options) -> dict:
+    return _run_snippet(_MEASURE, str(path), json.dumps(options))
+
+
+def generation_part() -> list[dict]:
+    """Full-size make_sparse_text for each shape, each in a fresh process."""
+    rows = [dict(shape=name, **_run_snippet(_GENERATE, name)) for name in SHAPES]
+    print("\n### Generating the full shapes (make_sparse_text, fresh process each)\n")
+    print("| shape | n × p | nnz (density) | seconds | CSR MiB | peak RSS MiB (before: numpy import) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        n, p, density = SHAPES[r["shape"]]
+        print(f"| {r['shape']} | {n:,} × {p:,} | {r['nnz']:,} ({r['density']:.4%}, asked {density:.4%}) | "
+              f"{r['seconds']:.1f} | {r['csr_mib']:.0f} | {r['peak']:.0f} ({r['base_peak']:.0f}) |")
+    return rows
 
 
 def memory_part(opts) -> list[dict]:
@@ -413,7 +446,7 @@ def main(argv=None):
               "transpose products; its CPU kernel runs only for canonical X @ v); scipy: host CSR, "
               "no jit or autodiff. Ratios > 1: segsum is faster.")
     if not opts.no_memory:
-        memory = memory_part(opts)
+        memory = {"generation": generation_part(), "load": memory_part(opts)}
     total = time.perf_counter() - t_start
     print(f"\ntotal runtime: {total:.1f} s")
     if opts.json:

@@ -617,3 +617,14 @@ def test_error_bad_sparse_input(tmp_path, case, match):
     with pytest.raises(DataError, match=match) as e:
         load_dataset("file", **kwargs)
     assert "\n" not in str(e.value)
+
+
+def test_svmlight_with_empty_rows_and_columns_loads(tmp_path):
+    path = tmp_path / "gaps.svm"
+    lines = [f"{i % 2} {1 + i % 3}:{i + 1}" if i % 4 else f"{i % 2}" for i in range(20)]
+    path.write_text("\n".join(lines) + "\n")  # rows 0, 4, 8, ... have no entries
+    ds = load_dataset("file", path=path, zero_based=False, n_features=6, task="binary",
+                      standardize=False)
+    assert ds.sparse and ds.n_features == 6 and ds.nnz == 15
+    X = np.vstack([linop.todense(ds.X_train), linop.todense(ds.X_val), linop.todense(ds.X_test)])
+    assert (X.sum(axis=1) == 0).sum() == 5 and np.all(X[:, 3:] == 0)  # empty rows; columns 3..5
