@@ -4,6 +4,10 @@ The inner problem is fitted on ``train``, the outer objective is measured on ``v
 ``test`` is held out for the final report. Splits are seeded and stratified for
 classification; features are standardized with statistics of the training split only.
 
+Sparse data (svmlight files, ``scipy.sparse`` NPZ files, ``synthetic_sparse``) stay
+sparse from the file to the device: each split's ``X`` is a
+:class:`hyperopt.linop.SparseMatrix`, and standardization only scales its columns.
+
 Example::
 
     >>> ds = load_dataset("diabetes", seed=0, dtype="float32")
@@ -22,10 +26,14 @@ from pathlib import Path
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+import scipy.sparse
 import sklearn.datasets
 from sklearn.model_selection import train_test_split
+
+from hyperopt import linop
+from hyperopt.linop import SparseMatrix
+from hyperopt.synthetic import SPARSE_SHAPES, make_sparse_text
 
 __all__ = ["DATASETS", "TASKS", "DataError", "Dataset", "load_dataset"]
 
@@ -42,7 +50,7 @@ _GENERATORS = {
     "make_regression": sklearn.datasets.make_regression,
     "make_classification": sklearn.datasets.make_classification,
 }
-DATASETS = (*_BUNDLED, *_GENERATORS, "file")
+DATASETS = (*_BUNDLED, *_GENERATORS, "synthetic_sparse", "file")
 
 
 class DataError(ValueError):
@@ -60,7 +68,10 @@ class Dataset:
     """Train / validation / test arrays (pytree leaves) with static metadata.
 
     Attributes:
-      X_train, X_val, X_test: features, shape ``(n_split, n_features)``, float32 or float64.
+      X_train, X_val, X_test: features, shape ``(n_split, n_features)``, float32 or float64:
+        dense ``jax.Array`` objects, or :class:`~hyperopt.linop.SparseMatrix` objects for
+        sparse data (``sparse``); compute with them through ``X @ w``, ``X.T @ r`` and
+        :mod:`hyperopt.linop`, which take both.
       y_train, y_val, y_test: targets, shape ``(n_split,)``; float for regression, int32
         labels ``0..n_classes-1`` for classification.
       name: dataset name (the file name for ``load_dataset("file", ...)``).
@@ -79,11 +90,11 @@ class Dataset:
         (4, 3, dtype('float32'), dtype('int32'))
     """
 
-    X_train: jax.Array
+    X_train: linop.Matrix
     y_train: jax.Array
-    X_val: jax.Array
+    X_val: linop.Matrix
     y_val: jax.Array
-    X_test: jax.Array
+    X_test: linop.Matrix
     y_test: jax.Array
     name: str
     task: str
@@ -110,6 +121,22 @@ class Dataset:
         return self.X_test.shape[0]
 
     @property
+    def sparse(self) -> bool:
+        """Whether the features are :class:`~hyperopt.linop.SparseMatrix` objects."""
+        return linop.is_sparse(self.X_train)
+
+    @property
+    def nnz(self) -> int:
+        """Stored feature entries over the three splits (``n * n_features`` if dense)."""
+        return sum(linop.nnz(X) for X in (self.X_train, self.X_val, self.X_test))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of all arrays (features with their indices, and targets)."""
+        return (sum(linop.nbytes(X) for X in (self.X_train, self.X_val, self.X_test))
+                + sum(y.nbytes for y in (self.y_train, self.y_val, self.y_test)))
+
+    @property
     def train(self) -> tuple[jax.Array, jax.Array]:
         return self.X_train, self.y_train
 
@@ -124,27 +151,40 @@ class Dataset:
     def __repr__(self) -> str:
         return (f"Dataset(name={self.name!r}, task={self.task!r}, n_classes={self.n_classes}, "
                 f"n_features={self.n_features}, n_train={self.n_train}, n_val={self.n_val}, "
-                f"n_test={self.n_test}, dtype={self.X_train.dtype})")
+                f"n_test={self.n_test}, dtype={self.X_train.dtype}"
+                + (f", sparse, nnz={self.nnz}" if self.sparse else "") + ")")
 
 
 def load_dataset(name: str, *, val_fraction: float = 0.2, test_fraction: float = 0.2,
                  seed: int = 0, standardize: bool = True, dtype: str = "float64",
-                 task: str | None = None, **options) -> Dataset:
+                 task: str | None = None, sparse: bool | None = None, **options) -> Dataset:
     """Loads a dataset and splits it into train / validation / test sets.
 
     Split sizes are ``round(val_fraction * n)`` and ``round(test_fraction * n)``; training
-    gets the rest. With ``standardize``, each feature is mapped to ``(x - mean) / std``
-    using training statistics (constant features are only centred), and so are regression
-    targets (see ``Dataset.y_mean`` / ``y_scale``). Class labels become int32 ``0..K-1``.
+    gets the rest. With ``standardize``, each dense feature is mapped to
+    ``(x - mean) / std`` using training statistics (constant features are only centred),
+    and so are regression targets (see ``Dataset.y_mean`` / ``y_scale``). Sparse features
+    are only divided by their training std (zeros included; constant columns by 1) and
+    never centred, which would fill them in: scikit-learn's
+    ``StandardScaler(with_mean=False)``. Class labels become int32 ``0..K-1``.
 
     Args:
       name: one of :data:`DATASETS`: scikit-learn's bundled ``diabetes``, ``breast_cancer``,
         ``digits``, ``wine``, ``iris``; the generators ``make_regression`` and
         ``make_classification`` (``options`` go to scikit-learn, ``random_state``
-        defaults to ``seed``); or ``file``, with options ``path`` (``.csv``, ``.npz``, or
-        svmlight ``.svm``/``.svmlight``/``.libsvm``/``.txt``), ``target`` for CSV (header
-        name or column index, default last column), ``x_key``/``y_key`` for NPZ (default
-        ``"X"``/``"y"``; features of shape ``(n, h, w)`` set ``image_shape``).
+        defaults to ``seed``); ``synthetic_sparse``, text-like sparse data with a planted
+        sparse truth (:func:`hyperopt.synthetic.make_sparse_text`), with options
+        ``shape`` (``rcv1``, ``real_sim`` or ``news20``: their sizes, density and usual
+        task), ``n_samples``/``n_features``/``density`` (override the shape's),
+        ``scale`` (multiplies both sizes, e.g. 0.05 for a small version), ``n_informative``,
+        ``snr`` and ``random_state`` (default ``seed``); or ``file``, with options ``path``
+        (``.csv``, ``.npz``, or svmlight ``.svm``/``.svmlight``/``.libsvm``/``.txt``),
+        ``target`` for CSV (header name or column index, default last column),
+        ``x_key``/``y_key`` for NPZ (default ``"X"``/``"y"``; features of shape
+        ``(n, h, w)`` set ``image_shape``; an NPZ in ``scipy.sparse.save_npz``'s layout is
+        a sparse ``X``, with its targets under ``y_key`` in the same archive or in the
+        file ``y_path`` (``.npy`` or text, one per line)), ``n_features``/``zero_based``
+        for svmlight (as in ``sklearn.datasets.load_svmlight_file``).
       val_fraction, test_fraction: fractions of samples in (0, 1), summing to less than 1.
       seed: seed of the split.
       standardize: standardize features (and regression targets) on training statistics.
@@ -152,9 +192,12 @@ def load_dataset(name: str, *, val_fraction: float = 0.2, test_fraction: float =
       task: ``"regression"``, ``"binary"`` or ``"multiclass"``; checked against the
         targets. Default: the dataset's own task; for files, ``regression`` unless every
         target is an integer.
+      sparse: ``None`` keeps the storage of the source (sparse for svmlight, sparse NPZ
+        and ``synthetic_sparse``, dense otherwise); ``True`` or ``False`` converts.
 
     Returns:
-      A :class:`Dataset`.
+      A :class:`Dataset`; its ``X_*`` are :class:`~hyperopt.linop.SparseMatrix` objects
+      when ``Dataset.sparse``.
 
     Raises:
       DataError: on any bad name, option, file, value or split.
@@ -165,37 +208,96 @@ def load_dataset(name: str, *, val_fraction: float = 0.2, test_fraction: float =
         ...                   dtype="float32")
         >>> ds.n_train, ds.n_val, ds.n_test, ds.task
         (30, 10, 10, 'binary')
+        >>> load_dataset("synthetic_sparse", shape="rcv1", scale=0.05).X_train
+        SparseMatrix(shape=(608, 2362), nnz=2261, dtype=float64)
     """
     dtype = _check_dtype(dtype)
     _check_fractions(val_fraction, test_fraction)
     if task not in (None, *TASKS):
         raise DataError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
-    raw = _load_raw(name, seed, options)
-    X, y, source = raw.X, raw.y, raw.source
+    if sparse not in (None, True, False):
+        raise DataError(f"sparse={sparse!r}; use true, false or null (keep the source's)")
+    raw = _load_raw(name, seed, task, options)
+    X, y, source = _with_storage(raw.X, sparse), raw.y, raw.source
     _check_finite(X, y, source, raw.feature_names)
     task = task or raw.task or _infer_task(y)
     y, n_classes = _encode_targets(y, task, source)
     splits = _split_indices(y, n_classes, val_fraction, test_fraction, seed, source)
 
-    X_train, y_train = X[splits[0]], y[splits[0]]
-    x_mean, x_scale = _standard_stats(X_train) if standardize else (0.0, 1.0)
-    y_mean, y_scale = (_standard_stats(y_train) if standardize and not n_classes
+    y_mean, y_scale = (_standard_stats(y, splits[0]) if standardize and not n_classes
                        else (0.0, 1.0))
-    arrays = []
+    x_split = _sparse_split if scipy.sparse.issparse(X) else _dense_split
+    arrays, stats = [], None
     for split, idx in zip(("train", "val", "test"), splits, strict=True):
+        X_split, stats = x_split(X, idx, stats, standardize, dtype)  # stats from train
         with np.errstate(over="ignore"):  # a float32 overflow is reported just below
-            X_split = ((X[idx] - x_mean) / x_scale).astype(dtype)
             y_split = y[idx] if n_classes else ((y[idx] - y_mean) / y_scale).astype(dtype)
         _check_finite(X_split, y_split, f"{source} ({split} split as {dtype.__name__})",
                       raw.feature_names)
-        arrays += [jnp.asarray(X_split), jnp.asarray(y_split)]
+        device_X = (SparseMatrix.from_scipy(X_split, dtype) if scipy.sparse.issparse(X_split)
+                    else jax.device_put(X_split))  # on CPU: adopts the aligned X_split
+        arrays += [device_X, jax.device_put(y_split)]
+        del X_split
     return Dataset(*arrays, name=raw.name, task=task, n_classes=n_classes,
                    feature_names=raw.feature_names, image_shape=raw.image_shape,
                    y_mean=float(y_mean), y_scale=float(y_scale))
 
 
+def _with_storage(X, sparse):
+    """``X`` as CSR (canonical: sorted, no duplicates) or dense, as ``sparse`` asks."""
+    if sparse is False and scipy.sparse.issparse(X):
+        return X.toarray()  # asked for
+    if sparse is True or scipy.sparse.issparse(X):
+        X = scipy.sparse.csr_matrix(X)
+        if not X.has_canonical_format:
+            X.sum_duplicates()
+        return X
+    return X
+
+
+def _dense_split(X, idx, stats, standardize, dtype):
+    """Rows ``idx`` of a dense ``X``, standardized by ``stats`` (computed on these rows
+    when ``None``: the training split), written block by block into the one array that
+    becomes the device array (no full-size temporaries)."""
+    if standardize and stats is None:
+        stats = _standard_stats(X, idx)
+    out = _aligned_empty((len(idx), *X.shape[1:]), dtype)
+    for start in range(0, len(idx), _ROWS_PER_BLOCK):
+        block = X[idx[start:start + _ROWS_PER_BLOCK]].astype(np.float64, copy=False)  # a copy
+        if standardize:
+            block -= stats[0]
+            block /= stats[1]
+        with np.errstate(over="ignore"):  # a float32 overflow is reported by the caller
+            out[start:start + len(block)] = block
+    return out, stats
+
+
+def _aligned_empty(shape, dtype, alignment=64):
+    """An uninitialized array whose data starts on a 64-byte boundary, which
+    ``jax.device_put`` on CPU adopts without a copy (a copy elsewhere: same values)."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape)) * dtype.itemsize
+    buffer = np.empty(size + alignment, np.uint8)
+    offset = -buffer.ctypes.data % alignment
+    return buffer[offset:offset + size].view(dtype).reshape(shape)
+
+
+def _sparse_split(X, idx, stats, standardize, dtype):
+    """Rows ``idx`` of a CSR ``X`` (CSR row slicing, no densifying), columns divided by
+    the training std in ``stats`` (computed on these rows when ``None``)."""
+    X_split = X[idx]
+    X_split.data = X_split.data.astype(np.float64, copy=False)
+    if standardize:
+        if stats is None:
+            stats = _sparse_column_scale(X_split)
+        X_split.data /= stats[X_split.indices]
+    with np.errstate(over="ignore"):
+        X_split.data = X_split.data.astype(dtype, copy=False)
+    return X_split, stats
+
+
 class _Raw(NamedTuple):
-    X: np.ndarray  # (n, n_features)
+    X: np.ndarray | scipy.sparse.csr_matrix  # (n, n_features)
     y: np.ndarray  # (n,) float64
     task: str | None  # None: inferred from y
     feature_names: tuple[str, ...] | None
@@ -226,7 +328,7 @@ def _check_fractions(val_fraction, test_fraction):
                         "must be < 1 to leave training samples")
 
 
-def _load_raw(name, seed, options) -> _Raw:
+def _load_raw(name, seed, task, options) -> _Raw:
     if name in _BUNDLED:
         if options:
             raise DataError(f"dataset {name!r} takes no options; got: {', '.join(options)}")
@@ -242,23 +344,66 @@ def _load_raw(name, seed, options) -> _Raw:
             raise DataError(f"{name} with options {kwargs} failed: {e}") from e
         return _as_raw(X, y, "regression" if name == "make_regression" else None, None, name,
                        name)
+    if name == "synthetic_sparse":
+        return _load_synthetic_sparse(seed, task, options)
     if name == "file":
         return _load_file(options)
     raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
 
 
 def _as_raw(X, y, task, feature_names, name, source) -> _Raw:
-    """Checks shapes and dtypes; flattens image features ``(n, h, w)`` to ``(n, h * w)``."""
-    X, y = np.asarray(X), np.asarray(y)
-    if X.ndim == 0 or y.ndim != 1 or len(X) != len(y):
+    """Checks shapes and dtypes; flattens image features ``(n, h, w)`` to ``(n, h * w)``;
+    keeps ``scipy.sparse`` features sparse (as CSR)."""
+    X = scipy.sparse.csr_matrix(X) if scipy.sparse.issparse(X) else np.asarray(X)
+    y = np.asarray(y)
+    if X.ndim == 0 or y.ndim != 1 or X.shape[0] != len(y):
         raise DataError(f"{source}: need features of shape (n_samples, n_features) and targets "
                         f"of shape (n_samples,), got {X.shape} and {y.shape}")
     for what, array in (("features", X), ("targets", y)):
         if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
             raise DataError(f"{source}: {what} must be numeric, got dtype {array.dtype}")
+    if scipy.sparse.issparse(X):
+        return _Raw(X, y.astype(np.float64), task, feature_names, None, name, source)
     image_shape = tuple(X.shape[1:]) if X.ndim > 2 else None
     return _Raw(X.reshape(len(X), -1), y.astype(np.float64), task, feature_names, image_shape,
                 name, source)
+
+
+_SYNTHETIC_SPARSE_OPTIONS = ("shape", "n_samples", "n_features", "density", "scale",
+                             "n_informative", "snr", "random_state")
+
+
+def _load_synthetic_sparse(seed, task, options) -> _Raw:
+    options = {k: v for k, v in options.items() if v is not None}  # None: default
+    unknown = set(options) - set(_SYNTHETIC_SPARSE_OPTIONS)
+    if unknown:
+        raise DataError(f"option(s) {', '.join(sorted(unknown))} do not apply to "
+                        f"synthetic_sparse; allowed: {', '.join(_SYNTHETIC_SPARSE_OPTIONS)}")
+    shape = options.get("shape")
+    if shape is not None and shape not in SPARSE_SHAPES:
+        raise DataError(f"unknown synthetic_sparse shape {shape!r}; choose one of: "
+                        f"{', '.join(SPARSE_SHAPES)}")
+    base = SPARSE_SHAPES[shape]._asdict() if shape else {}
+    sizes = {k: options.get(k, base.get(k)) for k in ("n_samples", "n_features", "density")}
+    missing = [k for k, v in sizes.items() if v is None]
+    if missing:
+        raise DataError(f"synthetic_sparse needs shape= ({', '.join(SPARSE_SHAPES)}) or "
+                        f"{', '.join(missing)}")
+    scale = options.get("scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not scale > 0:
+        raise DataError(f"scale={scale!r} must be a positive number")
+    if task == "multiclass":
+        raise DataError("synthetic_sparse makes regression or binary data; got task='multiclass'")
+    task = task or base.get("task", "regression")
+    try:
+        sample = make_sparse_text(
+            max(1, round(sizes["n_samples"] * scale)), max(1, round(sizes["n_features"] * scale)),
+            sizes["density"], task=task, n_informative=options.get("n_informative"),
+            snr=options.get("snr", 3.0), seed=options.get("random_state", seed))
+    except ValueError as e:
+        raise DataError(f"synthetic_sparse: {e}") from e
+    name = f"synthetic_sparse_{shape}" if shape else "synthetic_sparse"
+    return _as_raw(sample.X, sample.y, task, None, name, name)
 
 
 def _read_csv(path, target=-1):
@@ -293,26 +438,45 @@ def _read_csv(path, target=-1):
     return np.delete(values, t, axis=1), values[:, t], feature_names
 
 
-def _read_npz(path, x_key="X", y_key="y"):
+def _read_npz(path, x_key="X", y_key="y", y_path=None):
+    """A dense ``x_key`` array, or a ``scipy.sparse.save_npz`` archive (CSR/CSC/COO...);
+    targets from ``y_key`` or the file ``y_path``."""
     if not zipfile.is_zipfile(path):  # else np.load tries pickle and asks for allow_pickle
         raise DataError(f"cannot read {path}: not an NPZ (zip) archive")
     with np.load(path, allow_pickle=False) as arrays:
-        for option, key in (("x_key", x_key), ("y_key", y_key)):
-            if key not in arrays.files:
-                raise DataError(f"{path} has no array {key!r} ({option}); "
-                                f"arrays: {', '.join(arrays.files)}")
-        return arrays[x_key], arrays[y_key], None
+        sparse_layout = "format" in arrays.files and x_key not in arrays.files
+        if not sparse_layout and x_key not in arrays.files:
+            raise DataError(f"{path} has no array {x_key!r} (x_key); arrays: "
+                            f"{', '.join(arrays.files)} (nor is it a scipy.sparse.save_npz archive)")
+        if y_path is None and y_key not in arrays.files:
+            hint = (" (a scipy.sparse.save_npz archive holds no targets: add them as "
+                    f"{y_key!r} or pass y_path)" if sparse_layout else "")
+            raise DataError(f"{path} has no array {y_key!r} (y_key){hint}; "
+                            f"arrays: {', '.join(arrays.files)}")
+        y = _read_targets(Path(y_path).expanduser()) if y_path is not None else arrays[y_key]
+        if sparse_layout:
+            return scipy.sparse.load_npz(path), y, None
+        return arrays[x_key], y, None
 
 
-def _read_svmlight(path):
-    X, y = sklearn.datasets.load_svmlight_file(str(path))
-    return X.toarray(), y, None
+def _read_targets(path):
+    if not path.is_file():
+        raise DataError(f"targets file not found: {path}")
+    if path.suffix.lower() == ".npy":
+        return np.load(path, allow_pickle=False)
+    return np.loadtxt(path, ndmin=1)
 
 
-_SVMLIGHT = (_read_svmlight, ())
+def _read_svmlight(path, n_features=None, zero_based="auto"):
+    X, y = sklearn.datasets.load_svmlight_file(str(path), n_features=n_features,
+                                               zero_based=zero_based)
+    return X, y, None  # CSR, float64
+
+
+_SVMLIGHT = (_read_svmlight, ("n_features", "zero_based"))
 _FILE_READERS = {  # suffix: (reader, its options besides path)
     ".csv": (_read_csv, ("target",)),
-    ".npz": (_read_npz, ("x_key", "y_key")),
+    ".npz": (_read_npz, ("x_key", "y_key", "y_path")),
     ".svm": _SVMLIGHT, ".svmlight": _SVMLIGHT, ".libsvm": _SVMLIGHT, ".txt": _SVMLIGHT,
 }
 
@@ -351,12 +515,12 @@ def _is_number(cell: str) -> bool:
 
 
 def _check_finite(X, y, source, feature_names):
-    bad = ~np.isfinite(X)
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
+    position = _first_non_finite(X)
+    if position is not None:
+        row, col, value = position
         column = feature_names[col] if feature_names else str(col)
         raise DataError(f"{source}: feature column {column!r} has non-finite value "
-                        f"{X[row, col]} at row {row}")
+                        f"{value} at row {row}")
     bad = ~np.isfinite(y)
     if bad.any():
         row = int(np.argmax(bad))
@@ -416,7 +580,59 @@ def _split_indices(y, n_classes, val_fraction, test_fraction, seed, source):
     return train, val, test
 
 
-def _standard_stats(a):
-    """Column means and standard deviations; constant columns get scale 1, not 0 (no NaN)."""
-    a = a.astype(np.float64)
-    return a.mean(axis=0), np.where(np.ptp(a, axis=0) > 0, a.std(axis=0), 1.0)
+_ROWS_PER_BLOCK = 4096  # row blocks bound the temporaries of dense checks and statistics
+
+
+def _first_non_finite(X):
+    """``(row, column, value)`` of the first NaN/inf in row-major order, or ``None``;
+    temporaries of at most one row block."""
+    if scipy.sparse.issparse(X):
+        bad = np.flatnonzero(~np.isfinite(X.data))
+        if not len(bad):
+            return None
+        row = int(np.searchsorted(X.indptr, bad[0], side="right")) - 1
+        return row, int(X.indices[bad[0]]), X.data[bad[0]]
+    if not np.issubdtype(X.dtype, np.inexact):
+        return None
+    for start in range(0, len(X), _ROWS_PER_BLOCK):
+        bad = ~np.isfinite(X[start:start + _ROWS_PER_BLOCK])
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            return start + int(row), int(col), X[start + row, col]
+    return None
+
+
+def _standard_stats(a, idx=None):
+    """Means and standard deviations (float64) of the rows ``idx`` (default all) of ``a``,
+    per column; constant columns get scale 1, not 0 (no NaN). Temporaries of one row
+    block, not of ``a``'s size."""
+    a = np.asarray(a)
+    idx = np.arange(len(a)) if idx is None else idx
+    blocks = [idx[start:start + _ROWS_PER_BLOCK] for start in range(0, len(idx), _ROWS_PER_BLOCK)]
+    total, high, low = np.zeros(a.shape[1:]), np.full(a.shape[1:], -np.inf), np.full(a.shape[1:], np.inf)
+    for rows in blocks:
+        block = a[rows].astype(np.float64, copy=False)
+        total += block.sum(axis=0)
+        np.maximum(high, block.max(axis=0), out=high)
+        np.minimum(low, block.min(axis=0), out=low)
+    mean = total / len(idx)
+    squares = np.zeros(a.shape[1:])
+    for rows in blocks:
+        squares += np.square(a[rows] - mean).sum(axis=0)
+    return mean, np.where(high - low > 0, np.sqrt(squares / len(idx)), 1.0)
+
+
+def _sparse_column_scale(X):
+    """Column standard deviations of a CSR matrix, implicit zeros included (what
+    ``StandardScaler(with_mean=False)`` divides by); constant columns get 1."""
+    n, p = X.shape
+    counts = np.bincount(X.indices, minlength=p)
+    mean = np.bincount(X.indices, weights=X.data, minlength=p) / n
+    squares = (np.bincount(X.indices, weights=np.square(X.data - mean[X.indices]), minlength=p)
+               + (n - counts) * mean ** 2)  # the implicit zeros
+    high, low = np.zeros(p), np.zeros(p)  # with the implicit zeros, where a column has any
+    full = counts == n
+    high[full], low[full] = -np.inf, np.inf
+    np.maximum.at(high, X.indices, X.data)
+    np.minimum.at(low, X.indices, X.data)
+    return np.where(high - low > 0, np.sqrt(squares / n), 1.0)

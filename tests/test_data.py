@@ -8,9 +8,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.sparse
+import scipy.sparse.linalg
 from sklearn.datasets import dump_svmlight_file
+from sklearn.linear_model import Lasso, LogisticRegression
+from sklearn.preprocessing import StandardScaler
 
+from hyperopt import linop
 from hyperopt.data import DATASETS, DataError, Dataset, load_dataset
+from hyperopt.linop import SparseMatrix
+from hyperopt.synthetic import SPARSE_SHAPES, make_sparse_text
 
 
 def _indexed_data(n=100, n_features=3, seed=0):
@@ -224,9 +231,10 @@ def test_svmlight_round_trip(tmp_path, suffix):
     path = tmp_path / f"data{suffix}"
     dump_svmlight_file(X, y, str(path))
     ds = load_dataset("file", path=path, standardize=False)
-    assert ds.task == "regression"
-    np.testing.assert_allclose(ds.X_train, X[_rows(ds.X_train)], rtol=1e-15)
-    np.testing.assert_allclose(ds.y_train, y[_rows(ds.X_train)], rtol=1e-15)
+    assert ds.task == "regression" and ds.sparse  # svmlight stays sparse
+    X_train = linop.todense(ds.X_train)
+    np.testing.assert_allclose(X_train, X[_rows(X_train)], rtol=1e-15)
+    np.testing.assert_allclose(ds.y_train, y[_rows(X_train)], rtol=1e-15)
 
 
 # --------------------------------------------------------------------------------------
@@ -373,3 +381,250 @@ def test_error_bad_fractions(val_fraction, test_fraction, match):
 def test_error_unknown_dtype():
     with pytest.raises(DataError, match=r"unknown dtype 'float16'; use 'float32' or 'float64'"):
         load_dataset("iris", dtype="float16")
+
+
+# --------------------------------------------------------------------------------------
+# Sparse data: stays sparse from the file to the device
+# --------------------------------------------------------------------------------------
+
+
+def _sparse_data(n=90, p=12, seed=0, labels=False):
+    """CSR features with column 0 = row number + 1 (so every row stores it), an empty
+    column 5, a constant non-zero column 6; targets (regression or 3 classes)."""
+    rng = np.random.default_rng(seed)
+    X = scipy.sparse.random(n, p, density=0.3, format="lil", random_state=seed)
+    X[:, 0] = np.arange(1, n + 1)[:, None]
+    X[:, 5] = 0.0
+    X[:, 6] = 0.5
+    X = X.tocsr()
+    X.data = np.round(X.data, 6)  # exact in svmlight text
+    X.eliminate_zeros()
+    y = np.tile([0.0, 1.0, 2.0], n // 3) if labels else np.round(rng.normal(5.0, 4.0, n), 6)
+    return X, y
+
+
+def _sparse_rows(X_split):
+    return np.asarray(linop.todense(X_split)[:, 0]).astype(int) - 1
+
+
+def _load_sparse_file(path, **kwargs):
+    """load_dataset with densifying refused while it runs."""
+    with pytest.MonkeyPatch.context() as mp:
+        def refuse(*args, **kw):
+            raise AssertionError("densified while loading")
+        for cls in (scipy.sparse.csr_matrix, scipy.sparse.csc_matrix, scipy.sparse.coo_matrix):
+            mp.setattr(cls, "toarray", refuse)
+            mp.setattr(cls, "todense", refuse)
+        mp.setattr(SparseMatrix, "todense", refuse)
+        return load_dataset("file", path=path, **kwargs)
+
+
+@pytest.mark.parametrize("labels", [False, True])
+def test_sparse_and_dense_inputs_give_the_same_splits(tmp_path, labels):
+    X, y = _sparse_data(labels=labels)
+    dense = load_dataset("file", path=_save_npz(tmp_path, X.toarray(), y), standardize=False, seed=3)
+    svm = tmp_path / "data.svm"
+    dump_svmlight_file(X, y, str(svm))
+    sparse = _load_sparse_file(svm, standardize=False, seed=3, n_features=X.shape[1])
+    assert sparse.sparse and not dense.sparse and sparse.task == dense.task
+    for split in ("train", "val", "test"):
+        X_sparse, X_dense = getattr(sparse, f"X_{split}"), getattr(dense, f"X_{split}")
+        assert isinstance(X_sparse, SparseMatrix)
+        np.testing.assert_array_equal(linop.todense(X_sparse), X_dense)
+        np.testing.assert_array_equal(getattr(sparse, f"y_{split}"), getattr(dense, f"y_{split}"))
+    assert sparse.nnz == X.nnz and dense.nnz == X.shape[0] * X.shape[1]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_sparse_standardization_scales_columns_like_standard_scaler_without_mean(tmp_path, dtype):
+    X, y = _sparse_data()
+    path = tmp_path / "data.svm"
+    dump_svmlight_file(X, y, str(path))
+    raw = load_dataset("file", path=path, standardize=False, seed=1)
+    ds = _load_sparse_file(path, seed=1, dtype=dtype)
+    train = X[_sparse_rows(raw.X_train)]
+    scaler = StandardScaler(with_mean=False).fit(train)
+    rtol = 1e-12 if dtype == "float64" else 1e-6
+    for raw_X, X_split in ((raw.X_train, ds.X_train), (raw.X_val, ds.X_val), (raw.X_test, ds.X_test)):
+        assert isinstance(X_split, SparseMatrix) and X_split.dtype == dtype
+        assert X_split.nnz == raw_X.nnz  # no zero filled in
+        expected = scaler.transform(X[_sparse_rows(raw_X)]).toarray()
+        np.testing.assert_allclose(linop.todense(X_split), expected, rtol=rtol, atol=0)
+    scaled = linop.todense(ds.X_train)
+    np.testing.assert_allclose(np.std(scaled[:, 1:5], axis=0), 1.0, rtol=rtol)
+    assert np.all(scaled[:, 5] == 0) and np.all(scaled[:, 6] == np.float32(0.5))  # empty, constant
+    # regression targets are still centred and scaled
+    np.testing.assert_allclose([ds.y_mean, ds.y_scale], [raw.y_train.mean(), raw.y_train.std()])
+    np.testing.assert_allclose(ds.y_mean + ds.y_scale * ds.y_test, raw.y_test, rtol=rtol,
+                               atol=rtol * ds.y_scale)
+
+
+def test_sparse_option_converts_dense_sources_and_back(tmp_path):
+    X, y = _sparse_data()
+    path = _save_npz(tmp_path, X.toarray(), y)
+    raw = load_dataset("file", path=path, sparse=True, standardize=False)
+    as_sparse = load_dataset("file", path=path, sparse=True)
+    assert raw.sparse and as_sparse.sparse and as_sparse.X_val.nnz == raw.X_val.nnz
+    scaler = StandardScaler(with_mean=False).fit(X[_sparse_rows(raw.X_train)])
+    np.testing.assert_allclose(linop.todense(as_sparse.X_val),
+                               scaler.transform(X[_sparse_rows(raw.X_val)]).toarray(), rtol=1e-12)
+    svm = tmp_path / "data.svm"
+    dump_svmlight_file(X, y, str(svm))
+    as_dense = load_dataset("file", path=svm, sparse=False, standardize=False)
+    assert not as_dense.sparse and isinstance(as_dense.X_train, jax.Array)
+    np.testing.assert_array_equal(as_dense.X_test, X.toarray()[_rows(as_dense.X_test) - 1])
+    assert load_dataset("iris", sparse=True).sparse
+
+
+@pytest.mark.parametrize("layout", ["csr", "csc", "coo", "targets_npy", "targets_txt"])
+def test_sparse_npz_round_trip(tmp_path, layout):
+    X, y = _sparse_data()
+    path = tmp_path / "data.npz"
+    matrix = X if layout in ("csr", "targets_npy", "targets_txt") else X.asformat(layout)
+    scipy.sparse.save_npz(path, matrix)
+    options = {}
+    if layout == "targets_npy":
+        np.save(tmp_path / "y.npy", y)
+        options["y_path"] = tmp_path / "y.npy"
+    elif layout == "targets_txt":
+        np.savetxt(tmp_path / "y.txt", y, fmt="%.17g")
+        options["y_path"] = tmp_path / "y.txt"
+    else:  # X and y in one archive: save_npz's arrays plus the targets
+        with np.load(path) as arrays:
+            np.savez(path, **dict(arrays), y=y)
+    ds = _load_sparse_file(path, standardize=False, **options)
+    assert ds.sparse and isinstance(ds.X_test, SparseMatrix)
+    rows = _sparse_rows(ds.X_test)
+    np.testing.assert_array_equal(linop.todense(ds.X_test), X[rows].toarray())
+    np.testing.assert_allclose(ds.y_test, y[rows], rtol=1e-15)
+
+
+def test_dataset_with_sparse_splits_is_a_pytree():
+    ds = load_dataset("synthetic_sparse", shape="rcv1", scale=0.02)
+    assert len(jax.tree_util.tree_leaves(ds)) == 3 * 3 + 3  # values, rows, cols per split + y
+    doubled = jax.jit(lambda d: jax.tree.map(lambda a: 2 * a if a.dtype == jnp.float64 else a, d))(ds)
+    assert isinstance(doubled.X_val, SparseMatrix) and doubled.sparse
+    np.testing.assert_allclose(linop.todense(doubled.X_val), 2 * linop.todense(ds.X_val))
+    assert ds.nbytes == ds.nnz * (8 + 4 + 4) + 8 * (ds.n_train + ds.n_val + ds.n_test)
+    assert "sparse, nnz=" in repr(ds)
+
+
+# --------------------------------------------------------------------------------------
+# Synthetic sparse data
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", list(SPARSE_SHAPES))
+def test_synthetic_sparse_has_the_requested_shape_density_and_task(shape):
+    n, p, density, task = SPARSE_SHAPES[shape]
+    scale = 0.05 if shape != "news20" else 0.01
+    sample = make_sparse_text(round(n * scale), round(p * scale), density, task=task, seed=0)
+    X = sample.X
+    assert X.shape == (round(n * scale), round(p * scale)) and X.format == "csr"
+    assert X.has_canonical_format and np.all(X.data > 0)
+    assert abs(X.nnz / (X.shape[0] * X.shape[1]) / density - 1) < 0.05
+    ds = load_dataset("synthetic_sparse", shape=shape, scale=scale)
+    assert ds.sparse and ds.task == task and ds.nnz == X.nnz  # same seed, same data
+    assert ds.n_features == X.shape[1] and ds.n_train + ds.n_val + ds.n_test == X.shape[0]
+    if task == "binary":
+        assert set(np.unique(ds.y_train)) == {0, 1}
+
+
+def test_synthetic_sparse_looks_like_tf_idf_text():
+    X = make_sparse_text(600, 3000, 0.01, seed=2).X  # rows of about 30 entries
+    assert abs(X.nnz / (600 * 3000) / 0.01 - 1) < 0.05
+    np.testing.assert_allclose(scipy.sparse.linalg.norm(X[np.diff(X.indptr) > 0], axis=1), 1.0)
+    frequency = np.sort(np.bincount(X.indices, minlength=X.shape[1]))[::-1] / X.shape[0]
+    assert 0.4 < frequency[0] < 0.6  # the most frequent column is in about half of the rows
+    # Zipf: frequency ~ 1/(rank + c), so 10x the rank is about 10x rarer (less near the top)
+    assert 4 < frequency[19] / frequency[199] < 10 and 5 < frequency[99] / frequency[999] < 12
+    idf_like = X.max(axis=0).toarray().ravel()  # rare columns get larger tf-idf values
+    assert np.median(idf_like[frequency.argsort()[-10:]]) < np.median(idf_like[idf_like > 0])
+
+
+def test_synthetic_sparse_is_seeded():
+    a, b, c = (make_sparse_text(300, 500, 0.02, seed=s) for s in (4, 4, 5))
+    assert (a.X != b.X).nnz == 0 and np.array_equal(a.y, b.y) and np.array_equal(a.coef, b.coef)
+    assert (a.X != c.X).nnz > 0
+    d = load_dataset("synthetic_sparse", n_samples=300, n_features=500, density=0.02, seed=4,
+                     standardize=False)
+    e = load_dataset("synthetic_sparse", n_samples=300, n_features=500, density=0.02, seed=4,
+                     random_state=5, standardize=False)
+    assert d.nnz == a.X.nnz and e.nnz == c.X.nnz
+
+
+@pytest.mark.parametrize("task", ["regression", "binary"])
+def test_planted_sparse_truth_is_recoverable(task):
+    sample = make_sparse_text(3000, 400, 0.05, task=task, n_informative=5, snr=10.0, seed=1)
+    support = set(np.flatnonzero(sample.coef))
+    assert len(support) == 5
+    if task == "regression":  # the lasso's support is the planted one
+        model = Lasso(alpha=1e-3).fit(sample.X, sample.y)
+        assert set(np.flatnonzero(model.coef_)) == support
+    else:  # the largest l1-logistic weights are on the planted support
+        model = LogisticRegression(l1_ratio=1.0, C=1.0, solver="liblinear").fit(sample.X, sample.y)
+        assert set(np.argsort(-np.abs(model.coef_.ravel()))[:5]) == support
+    signs = np.sign(model.coef_.ravel()[sorted(support)])
+    np.testing.assert_array_equal(signs, np.sign(sample.coef[sorted(support)]))
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"shape": "mnist"}, r"unknown synthetic_sparse shape 'mnist'; choose one of: rcv1, real_sim, news20"),
+    ({"n_samples": 100}, r"needs shape= \(rcv1, real_sim, news20\) or n_features, density"),
+    ({"shape": "rcv1", "scale": 0}, r"scale=0 must be a positive number"),
+    ({"shape": "rcv1", "density": 1.5}, r"density=1\.5 must be a number in \(0, 1\]"),
+    ({"shape": "rcv1", "n_informative": 0}, r"n_informative=0 must be an integer in 1\.\.n_features"),
+    ({"shape": "rcv1", "bogus": 1}, r"option\(s\) bogus do not apply to synthetic_sparse; allowed: shape"),
+    ({"shape": "rcv1", "task": "multiclass"}, r"makes regression or binary data; got task='multiclass'"),
+])
+def test_error_synthetic_sparse_options(options, match):
+    with pytest.raises(DataError, match=match) as e:
+        load_dataset("synthetic_sparse", **options)
+    assert "\n" not in str(e.value)
+
+
+def test_error_sparse_nan_value_names_column_and_row(tmp_path):
+    path = tmp_path / "bad.svm"
+    path.write_text("1 1:0.5 3:2\n0 2:nan\n1 1:1\n")
+    with pytest.raises(DataError, match=r"bad\.svm: feature column '1' has non-finite value nan at row 1"):
+        load_dataset("file", path=path, zero_based=False)
+
+
+@pytest.mark.parametrize("case, match", [
+    ("no_targets", r"has no array 'y' \(y_key\) \(a scipy\.sparse\.save_npz archive holds no targets: "
+                   r"add them as 'y' or pass y_path\)"),
+    ("short_targets", r"need features of shape \(n_samples, n_features\) and targets of shape "
+                      r"\(n_samples,\), got \(90, 12\) and \(89,\)"),
+    ("missing_targets_file", r"targets file not found: .*nowhere\.npy"),
+    ("target_option", r"target do not apply to \.svm files; allowed: path, n_features, zero_based"),
+    ("too_few_features", r"cannot read .*data\.svm as a \.svm file"),
+    ("bad_sparse_flag", r"sparse='yes'; use true, false or null"),
+])
+def test_error_bad_sparse_input(tmp_path, case, match):
+    X, y = _sparse_data()
+    npz, svm = tmp_path / "data.npz", tmp_path / "data.svm"
+    scipy.sparse.save_npz(npz, X)
+    dump_svmlight_file(X, y, str(svm))
+    np.save(tmp_path / "short.npy", y[:-1])
+    kwargs = {
+        "no_targets": {"path": npz},
+        "short_targets": {"path": npz, "y_path": tmp_path / "short.npy"},
+        "missing_targets_file": {"path": npz, "y_path": tmp_path / "nowhere.npy"},
+        "target_option": {"path": svm, "target": 0},
+        "too_few_features": {"path": svm, "n_features": 3},
+        "bad_sparse_flag": {"path": svm, "sparse": "yes"},
+    }[case]
+    with pytest.raises(DataError, match=match) as e:
+        load_dataset("file", **kwargs)
+    assert "\n" not in str(e.value)
+
+
+def test_svmlight_with_empty_rows_and_columns_loads(tmp_path):
+    path = tmp_path / "gaps.svm"
+    lines = [f"{i % 2} {1 + i % 3}:{i + 1}" if i % 4 else f"{i % 2}" for i in range(20)]
+    path.write_text("\n".join(lines) + "\n")  # rows 0, 4, 8, ... have no entries
+    ds = load_dataset("file", path=path, zero_based=False, n_features=6, task="binary",
+                      standardize=False)
+    assert ds.sparse and ds.n_features == 6 and ds.nnz == 15
+    X = np.vstack([linop.todense(ds.X_train), linop.todense(ds.X_val), linop.todense(ds.X_test)])
+    assert (X.sum(axis=1) == 0).sum() == 5 and np.all(X[:, 3:] == 0)  # empty rows; columns 3..5
