@@ -42,7 +42,9 @@ from hyperopt.folds import load_folds
 from hyperopt.linear_solve import LinearSolveError
 from hyperopt.problems.base import solver_class
 
-__all__ = ["ConfigError", "build", "check_config", "check_overrides", "run", "run_guarded", "run_main"]
+__all__ = ["ConfigError", "build", "build_bilevel", "check_config", "check_overrides", "final_line",
+           "fit_options",
+           "run", "run_guarded", "run_main"]
 
 PROG = "hyperopt-run"
 
@@ -204,21 +206,34 @@ def _summary(result: FitResult, labels: dict, bilevel: Bilevel, data) -> dict:
 def build(cfg: DictConfig):
     """Dataset, :class:`~hyperopt.bilevel.Bilevel` and run labels from a composed config."""
     data = instantiate(cfg.dataset, seed=cfg.seed, dtype=cfg.precision)
+    bilevel = build_bilevel(cfg)
+    bilevel.problem.check_data(data)
+    labels = {"problem": bilevel.problem.name, "dataset": data.name, "mode": cfg.mode.name,
+              "solver": solver_class(bilevel.make_solver).__name__}
+    labels.update(tracking.run_labels({k: {"name": v} for k, v in labels.items()}))
+    return data, bilevel, labels
+
+
+def build_bilevel(cfg: DictConfig, cv_folds=None) -> Bilevel:
+    """The :class:`~hyperopt.bilevel.Bilevel` of a composed config (``cv_folds`` replaces the
+    config's folds, e.g. for data that are not a config's dataset)."""
     problem = instantiate(cfg.problem, _convert_="all")
-    problem.check_data(data)
     linear_solve = cfg.mode.get("linear_solve") or {}
     make_solver = functools.partial(
         instantiate(cfg.solver, _convert_="all"), implicit_diff=cfg.mode.implicit_diff,
         implicit_diff_solve=instantiate(linear_solve) if "_target_" in linear_solve else None)
     bilevel = Bilevel(problem=problem, make_solver=make_solver,
                       optimizer=instantiate(cfg.outer, _convert_="all"),
-                      hparam_penalty=cfg.hparam_penalty, cv_folds=_cv(cfg),
+                      hparam_penalty=cfg.hparam_penalty, cv_folds=_cv(cfg) if cv_folds is None else cv_folds,
                       inner_tol=cfg.inner_tol if cfg.inner_tol in (None, "auto") else tuple(cfg.inner_tol))
     bilevel.inner  # noqa: B018 - fails early (one line) when the problem cannot use the solver
-    labels = {"problem": problem.name, "dataset": data.name, "mode": cfg.mode.name,
-              "solver": solver_class(make_solver).__name__}
-    labels.update(tracking.run_labels({k: {"name": v} for k, v in labels.items()}))
-    return data, bilevel, labels
+    return bilevel
+
+
+def fit_options(cfg: DictConfig) -> dict:
+    """The keyword arguments of :func:`~hyperopt.bilevel.fit` that a config sets."""
+    return {"patience": cfg.patience, "min_delta": cfg.min_delta, "seed": cfg.seed,
+            "stop": _stop_rule(cfg), "refit": cfg.refit, "eval_every": cfg.eval_every}
 
 
 def _cv(cfg: DictConfig):
@@ -342,9 +357,7 @@ def run(cfg: DictConfig) -> float:
                 tracker.log_config(OmegaConf.to_container(cfg, resolve=True) | {"run": labels})
                 with warnings.catch_warnings():
                     warnings.simplefilter("once")
-                    result = fit(bilevel, data, cfg.steps, state=state, patience=cfg.patience,
-                                 min_delta=cfg.min_delta, seed=cfg.seed, stop=_stop_rule(cfg),
-                                 refit=cfg.refit, eval_every=cfg.eval_every,
+                    result = fit(bilevel, data, cfg.steps, state=state, **fit_options(cfg),
                                  callback=_on_step(cfg, out_dir, tracker, progress),
                                  should_stop=lambda: stop["requested"])
                 progress.close()

@@ -13,7 +13,9 @@ For one or a few hyperparameters this converges (superlinearly near the optimum:
 λ the L-BFGS step is the secant step on the hypergradient) where a fixed-step Adam keeps
 oscillating around it. Steps are capped at ``max_step`` in every coordinate of θ (for
 ``θ = log λ``, ``max_step=1`` changes λ by at most a factor e per step), which keeps a
-first step that knows no curvature from leaving the useful range.
+first step that knows no curvature from leaving the useful range, and by a radius that
+halves (at least) on a rejection and doubles when an accepted step used all of it, so
+that at a kink of the outer loss the steps shrink rather than cycle.
 
 It is an optax ``GradientTransformationExtraArgs`` whose ``update`` needs the outer loss
 at ``params`` as ``value=`` (:func:`hyperopt.bilevel.fit` passes it; any other optax
@@ -43,8 +45,9 @@ class LBFGSBacktrackingState(NamedTuple):
 
     ``base``/``base_value``/``base_grad``: the last accepted point, its outer loss and
     hypergradient; ``s``/``y``/``rho``: the L-BFGS memory ``(m, d)``, ``(m, d)``, ``(m,)``
-    (``rho = 0`` marks an empty slot), ``head`` the slot written next; ``started``: a base
-    exists; ``accepted``/``rejected``: trials accepted in total, rejected in a row.
+    (``rho = 0`` marks an empty slot), ``head`` the slot written next; ``radius``: the
+    largest step allowed next; ``started``: a base exists; ``accepted``/``rejected``:
+    trials accepted in total, rejected in a row.
     """
 
     base: jax.Array
@@ -54,6 +57,7 @@ class LBFGSBacktrackingState(NamedTuple):
     y: jax.Array
     rho: jax.Array
     head: jax.Array
+    radius: jax.Array
     started: jax.Array
     accepted: jax.Array
     rejected: jax.Array
@@ -89,8 +93,8 @@ def lbfgs_backtracking(learning_rate: float = 1.0, max_step: float = 1.0, memory
             base=flat, base_value=zero, base_grad=jnp.zeros_like(flat),
             s=jnp.zeros((memory_size, d), dtype), y=jnp.zeros((memory_size, d), dtype),
             rho=jnp.zeros(memory_size, dtype), head=jnp.zeros((), jnp.int32),
-            started=jnp.zeros((), bool), accepted=jnp.zeros((), jnp.int32),
-            rejected=jnp.zeros((), jnp.int32))
+            radius=jnp.asarray(max_step, dtype), started=jnp.zeros((), bool),
+            accepted=jnp.zeros((), jnp.int32), rejected=jnp.zeros((), jnp.int32))
 
     def update(updates, state: LBFGSBacktrackingState, params=None, *, value=None, **extra):
         if params is None or value is None:
@@ -123,19 +127,25 @@ def lbfgs_backtracking(learning_rate: float = 1.0, max_step: float = 1.0, memory
         direction = jnp.where(descent & ~empty, direction, steepest)
         step = learning_rate * direction
 
-        # After a rejection: at most half the rejected step, less when a quadratic through
-        # f_base, the slope and f says its minimum is nearer (never below a tenth).
+        # The step is capped by a radius: after a rejection, at most half the rejected step
+        # (less when a quadratic through f_base, the slope and f puts its minimum nearer,
+        # never below a tenth); after an acceptance of a step that hit the radius, twice
+        # that. At a kink of the outer loss (a lasso's support changing) the steps then
+        # shrink instead of cycling across it.
         curvature = f - state.base_value - slope
         quadratic = jnp.where(curvature > 0, -slope / (2 * curvature), 0.1)
         shrink = jnp.clip(jnp.where(finite, quadratic, 0.1), 0.1, 0.5)
-        cap = jnp.where(accept, max_step, jnp.minimum(max_step, shrink * jnp.max(jnp.abs(s))))
+        s_size = jnp.max(jnp.abs(s))
+        hit = s_size >= 0.99 * state.radius
+        radius = jnp.where(accept, jnp.where(hit, 2 * state.radius, state.radius), shrink * s_size)
+        radius = jnp.minimum(jnp.where(state.started, radius, max_step), max_step)
         size = jnp.max(jnp.abs(step))
-        step = step * jnp.where(size > cap, cap / jnp.maximum(size, 1e-300), 1.0)
+        step = step * jnp.where(size > radius, radius / jnp.maximum(size, 1e-300), 1.0)
         step = jnp.where(jnp.all(jnp.isfinite(step)), step, 0.0)
 
         new_state = LBFGSBacktrackingState(
             base=base, base_value=base_value, base_grad=base_grad, s=mem[0], y=mem[1],
-            rho=mem[2], head=mem[3], started=jnp.ones((), bool),
+            rho=mem[2], head=mem[3], radius=radius, started=jnp.ones((), bool),
             accepted=state.accepted + accept.astype(jnp.int32),
             rejected=jnp.where(accept, 0, state.rejected + 1))
         return unravel(base + step - x), new_state

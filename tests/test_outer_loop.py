@@ -132,20 +132,22 @@ def test_stopping_rule_stops_at_the_exact_optimum(diabetes, default_run):
     exact = _exact_holdout_lambda(diabetes)
     result = default_run
     assert result.status == "converged" and len(result.history) < 30, result.stop_reason
-    assert "xtol=0.0001" in result.stop_reason
+    assert "xtol=0.001" in result.stop_reason
     # the stop only fires at the final inner tolerance, after `window` small updates
-    assert all(r["update_size"] <= 1e-4 and r["inner_tol"] == 1e-10 for r in result.history[-3:])
-    # xtol bounds the last steps in log λ; the quasi-Newton steps shrink superlinearly, so the
-    # answer is within a few xtol of the optimum
-    assert abs(result.best_hparams["l2reg"] / exact - 1) < 1e-5, (result.best_hparams, exact)  # measured 2e-7
+    assert all(r["update_size"] <= 1e-3 and r["inner_tol"] == 1e-10 for r in result.history[-2:])
+    assert result.history[-3]["update_size"] > 1e-3
+    # the last steps are below xtol in log λ and the quasi-Newton steps shrink superlinearly,
+    # so the answer is much closer than xtol to the optimum
+    assert abs(result.best_hparams["l2reg"] / exact - 1) < 1e-5, (result.best_hparams, exact)  # measured 3e-7
     # a fixed-step adam does not settle: it uses every step
     adam = fit(Bilevel(Ridge(), hyperopt.LBFGS, optax.adam(0.1)), diabetes, steps=20)
     assert adam.status == "completed" and len(adam.history) == 20
 
 
 def test_tolerance_schedule_finds_the_tight_tolerance_lambda(diabetes, default_run):
-    """The loose-to-tight schedule (default) ends at the λ of tight solves throughout: both
-    stop within xtol = 1e-4 (in log λ) of the exact optimum, so they agree to ~2e-4."""
+    """The loose-to-tight schedule (default) ends at the λ of tight solves throughout. Both
+    stop after two updates below xtol = 1e-3 in log λ; the quasi-Newton steps shrink
+    superlinearly, so both land far closer than that to the exact optimum (measured 3e-7)."""
     exact = _exact_holdout_lambda(diabetes)
     scheduled = default_run
     tight = fit(Bilevel(Ridge(), hyperopt.LBFGS, lbfgs_backtracking(), inner_tol=None), diabetes, steps=100)
