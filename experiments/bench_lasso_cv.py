@@ -11,7 +11,8 @@ Workloads (float64):
   informative features of a sparse truth, the rest pure noise; X standard normal, y not
   rescaled); the first 500 samples are train ∪ val, split into 5 folds by
   ``KFold(5, shuffle=True, random_state=42)`` as in sparse-ho's example, the last 125
-  are the test split. No intercept (``fit_intercept=False``, as there).
+  are the test split. Every method fits an intercept if hyperopt's lasso does (its
+  ``fit_intercept``; sparse-ho's example has none).
 * ``holdout_lasso``: p ≫ n, the shape of the leukemia data (72 × 7129):
   ``hyperopt.data.load_dataset("make_regression", n_samples=72, n_features=7129,
   n_informative=10, noise=10, seed=0)`` — standardized on the training split, 44 train /
@@ -84,7 +85,8 @@ def make_workloads(names, np, jnp):
         a = lambda z: jnp.asarray(z, jnp.float64)
         data = Dataset(a(X[:400]), a(y[:400]), a(X[400:500]), a(y[400:500]), a(X[500:]), a(y[500:]),
                        name="simulated_cv", task="regression", n_classes=0)
-        out.append(Workload("cv_lasso", "lasso", data, kfold_ids(500, KFold(5, shuffle=True, random_state=42)),
+        folds = kfold_ids(500, KFold(5, shuffle=True, random_state=42))
+        out.append(Workload("cv_lasso", "lasso", data, folds,
                             "5-fold CV lasso, simulated n=500 (+125 test), p=1000"))
     if "holdout_lasso" in names:
         data = load_dataset("make_regression", n_samples=72, n_features=7129, n_informative=10,
@@ -109,8 +111,8 @@ def make_workloads(names, np, jnp):
 class Evaluator:
     """The common criterion and the test loss, computed by scikit-learn for any penalty."""
 
-    def __init__(self, w: Workload, np):
-        self.np, self.w = np, w
+    def __init__(self, w: Workload, np, fit_intercept: bool):
+        self.np, self.w, self.fit_intercept = np, w, fit_intercept
         d = w.data
         self.X = np.concatenate([np.asarray(d.X_train), np.asarray(d.X_val)])
         self.y = np.concatenate([np.asarray(d.y_train), np.asarray(d.y_val)])
@@ -124,7 +126,7 @@ class Evaluator:
 
     def _lasso(self, alpha, X, y):
         from sklearn.linear_model import Lasso
-        return Lasso(alpha=alpha, fit_intercept=False, tol=1e-10, max_iter=200_000).fit(X, y).coef_
+        return Lasso(alpha=alpha, fit_intercept=self.fit_intercept, tol=1e-10, max_iter=200_000).fit(X, y)
 
     def _logistic(self, lam, X, y):
         from sklearn.linear_model import LogisticRegression
@@ -138,8 +140,8 @@ class Evaluator:
         losses = []
         for tr, va in self.splits:
             if self.w.kind == "lasso":
-                coef = self._lasso(penalty, self.X[tr], self.y[tr])
-                losses.append(np.mean((self.X[va] @ coef - self.y[va]) ** 2))
+                model = self._lasso(penalty, self.X[tr], self.y[tr])
+                losses.append(np.mean((model.predict(self.X[va]) - self.y[va]) ** 2))
             else:
                 clf = self._logistic(penalty, self.X[tr], self.y[tr])
                 losses.append(log_loss(self.y[va], clf.predict_proba(self.X[va]), labels=clf.classes_))
@@ -167,10 +169,10 @@ def run_lasso_cv(w: Workload, ev: Evaluator, n_alphas: int, np):
         cv = PredefinedSplit(test_fold)
     else:
         cv = PredefinedSplit(w.fold_ids)
-    seconds, model = timed(lambda: LassoCV(alphas=n_alphas, cv=cv, fit_intercept=False).fit(ev.X, ev.y))
+    lasso_cv = LassoCV(alphas=n_alphas, cv=cv, fit_intercept=ev.fit_intercept)
+    seconds, model = timed(lambda: lasso_cv.fit(ev.X, ev.y))
     own = float(np.min(np.asarray(model.mse_path_).reshape(n_alphas, -1).mean(axis=1)))
-    return {"wall": seconds, "penalty": float(model.alpha_), "own": own,
-            "test": ev.test_loss(lambda X: X @ model.coef_)}
+    return {"wall": seconds, "penalty": float(model.alpha_), "own": own, "test": ev.test_loss(model.predict)}
 
 
 def run_logistic_cv(w: Workload, ev: Evaluator, cs: int, np):
@@ -203,7 +205,7 @@ def hyperopt_config(kind: str):
 def run_hyperopt(w: Workload, ev: Evaluator, cfg, cache_dir: Path, jax, np):
     """One fit as hyperopt-run builds it; returns the measurements."""
     from hyperopt import cli
-    from hyperopt.bilevel import fit
+    from hyperopt.bilevel import fit, model_arrays
 
     jax.clear_caches()  # what a new process would have to redo: trace, lower, compile or read
 
@@ -213,9 +215,9 @@ def run_hyperopt(w: Workload, ev: Evaluator, cfg, cache_dir: Path, jax, np):
 
     seconds, result = timed(run)
     penalty = float(np.asarray(next(iter(result.best_hparams.values()))))
-    model = result.model
+    model = model_arrays(result.model)
     if w.kind == "lasso":
-        predict = lambda X: X @ np.asarray(model)
+        predict = lambda X: X @ model["coef"] + model.get("intercept", 0.0)
     else:
         def predict(X):
             from scipy.special import softmax
@@ -248,14 +250,17 @@ def main(argv=None):
     import numpy as np
 
     jax.config.update("jax_enable_x64", True)
-    from hyperopt import compile_cache
+    from hyperopt import cli, compile_cache
 
     print(header(["experiments/bench_lasso_cv.py", *argv]))
     print(f"float64; medians of {repeats}; hyperopt cold = empty persistent cache, warm = "
           "persistent cache filled by the cold run (in-process caches cleared before each)\n")
     rows = []
     for w in make_workloads(opts.only.split(","), np, jnp):
-        ev = Evaluator(w, np)
+        cfg = hyperopt_config(w.kind)
+        # scikit-learn fits the model hyperopt's config fits (with or without an intercept)
+        problem = cli.build_bilevel(cfg, cv_folds=0).problem
+        ev = Evaluator(w, np, bool(getattr(problem, "fit_intercept", w.kind == "logistic")))
         print(f"## {w.name}: {w.description}", flush=True)
         results = {}
         grids = [10, 100] if w.kind == "lasso" else [10, 30]
@@ -264,7 +269,6 @@ def main(argv=None):
             runs = [(run_lasso_cv if w.kind == "lasso" else run_logistic_cv)(w, ev, size, np)
                     for _ in range(repeats)]
             results[label] = {**runs[0], "wall": median([r["wall"] for r in runs])}
-        cfg = hyperopt_config(w.kind)
         cold, warm = [], []
         for _ in range(repeats):
             cache_dir = Path(tempfile.mkdtemp(prefix="hyperopt-bench-cache-"))

@@ -2,6 +2,7 @@
 match scikit-learn's KFold, the stopping rule stops at the exact optimum, the tolerance
 schedule changes nothing in the answer, and a flat outer loss is reported."""
 
+import dataclasses
 import functools
 import warnings
 
@@ -19,7 +20,7 @@ from sklearn.model_selection import KFold
 
 import hyperopt
 from hyperopt import compile_cache
-from hyperopt.bilevel import Bilevel, ZeroHypergradientWarning, fit, init_state, make_splits
+from hyperopt.bilevel import Bilevel, ZeroHypergradientWarning, fit, init_state, make_splits, model_arrays
 from hyperopt.data import load_dataset
 from hyperopt.folds import fold_masks, load_folds
 from hyperopt.outer import lbfgs_backtracking
@@ -43,13 +44,25 @@ def diabetes():
 def default_run(diabetes):
     """Ridge on diabetes, hold-out, with the defaults: L-BFGS outer steps, tolerance schedule,
     stopping rule, refit on train ∪ val."""
-    return fit(Bilevel(Ridge(), hyperopt.LBFGS, lbfgs_backtracking()), diabetes, steps=100)
+    return fit(Bilevel(_without_intercept(Ridge), hyperopt.LBFGS, lbfgs_backtracking()), diabetes, steps=100)
 
 
 @pytest.fixture(scope="module")
 def sparse_regression():
     return load_dataset("make_regression", n_samples=120, n_features=30, n_informative=5,
                         noise=5.0, seed=1)
+
+
+def _without_intercept(cls, **options):
+    """The problem without an intercept where it has the option (closed forms below assume none)."""
+    if "fit_intercept" in {f.name for f in dataclasses.fields(cls)}:
+        options["fit_intercept"] = False
+    return cls(**options)
+
+
+def _coef_intercept(model):
+    arrays = model_arrays(model)
+    return arrays["coef"], float(arrays.get("intercept", 0.0))
 
 
 def _trval(data):
@@ -78,7 +91,9 @@ def test_holdout_ridge_returns_the_train_val_refit(diabetes, default_run):
     lam = result.best_hparams["l2reg"]
     X, y = _trval(diabetes)
     sk = SkRidge(alpha=lam * len(y), fit_intercept=False, solver="cholesky").fit(X, y)
-    np.testing.assert_allclose(result.model, sk.coef_, rtol=1e-6)
+    coef, intercept = _coef_intercept(result.model)
+    np.testing.assert_allclose(coef, sk.coef_, rtol=1e-6)
+    assert intercept == 0
     Xt, yt = np.asarray(diabetes.X_test), np.asarray(diabetes.y_test)
     assert result.model_metrics["test_loss"] == pytest.approx(np.mean((Xt @ sk.coef_ - yt) ** 2), rel=1e-9)
     assert result.best_metrics["test_loss"] == result.model_metrics["test_loss"]
@@ -91,20 +106,26 @@ def test_holdout_ridge_returns_the_train_val_refit(diabetes, default_run):
 
 
 def test_holdout_lasso_returns_the_train_val_refit(sparse_regression):
+    """With the problem's own intercept setting (scikit-learn fits the same one)."""
     data = sparse_regression
-    result = fit(Bilevel(Lasso(init_l1reg=0.05), functools.partial(hyperopt.ProximalGradient, maxiter=5000),
+    problem = Lasso(init_l1reg=0.05)
+    result = fit(Bilevel(problem, functools.partial(hyperopt.ProximalGradient, maxiter=5000),
                          lbfgs_backtracking()), data, steps=4)
     lam = result.best_hparams["l1reg"]
     X, y = _trval(data)
-    sk = SkLasso(alpha=lam, fit_intercept=False, tol=1e-14, max_iter=100_000).fit(X, y)
+    sk = SkLasso(alpha=lam, fit_intercept=getattr(problem, "fit_intercept", False), tol=1e-14,
+                 max_iter=100_000).fit(X, y)
     assert np.count_nonzero(sk.coef_) < X.shape[1]  # a sparse solution: the test means something
-    np.testing.assert_allclose(result.model, sk.coef_, rtol=1e-6, atol=1e-9 * np.abs(sk.coef_).max())
+    coef, intercept = _coef_intercept(result.model)
+    np.testing.assert_allclose(coef, sk.coef_, rtol=1e-6, atol=1e-9 * np.abs(sk.coef_).max())
+    assert intercept == pytest.approx(sk.intercept_, rel=1e-6, abs=1e-9)
 
 
 def test_refit_train_returns_the_training_split_model(diabetes):
-    result = fit(Bilevel(Ridge(), hyperopt.LBFGS, lbfgs_backtracking()), diabetes, steps=3, refit="train")
+    result = fit(Bilevel(_without_intercept(Ridge), hyperopt.LBFGS, lbfgs_backtracking()), diabetes, steps=3,
+                 refit="train")
     w = _ridge_w(np.asarray(diabetes.X_train), np.asarray(diabetes.y_train), result.best_hparams["l2reg"])
-    np.testing.assert_allclose(result.model, w, rtol=1e-6)
+    np.testing.assert_allclose(_coef_intercept(result.model)[0], w, rtol=1e-6)
     assert result.refit == "train"
     with pytest.raises(ValueError, match="refit='train' needs a hold-out"):
         fit(Bilevel(Ridge(), hyperopt.LBFGS, lbfgs_backtracking(), cv_folds=3), diabetes, steps=1,
@@ -114,8 +135,8 @@ def test_refit_train_returns_the_training_split_model(diabetes):
 
 
 def test_eval_every_logs_test_metrics_of_the_refit(diabetes):
-    result = fit(Bilevel(Ridge(), hyperopt.LBFGS, optax.adam(0.3)), diabetes, steps=4, eval_every=2,
-                 stop=None)
+    result = fit(Bilevel(_without_intercept(Ridge), hyperopt.LBFGS, optax.adam(0.3)), diabetes, steps=4,
+                 eval_every=2, stop=None)
     assert ["test_loss" in r for r in result.history] == [False, True, False, True]
     X, y = _trval(diabetes)
     lam = result.history[1]["hparam/l2reg"]
@@ -140,7 +161,7 @@ def test_stopping_rule_stops_at_the_exact_optimum(diabetes, default_run):
     # so the answer is much closer than xtol to the optimum
     assert abs(result.best_hparams["l2reg"] / exact - 1) < 1e-5, (result.best_hparams, exact)  # measured 3e-7
     # a fixed-step adam does not settle: it uses every step
-    adam = fit(Bilevel(Ridge(), hyperopt.LBFGS, optax.adam(0.1)), diabetes, steps=20)
+    adam = fit(Bilevel(_without_intercept(Ridge), hyperopt.LBFGS, optax.adam(0.1)), diabetes, steps=20)
     assert adam.status == "completed" and len(adam.history) == 20
 
 
@@ -150,7 +171,8 @@ def test_tolerance_schedule_finds_the_tight_tolerance_lambda(diabetes, default_r
     superlinearly, so both land far closer than that to the exact optimum (measured 3e-7)."""
     exact = _exact_holdout_lambda(diabetes)
     scheduled = default_run
-    tight = fit(Bilevel(Ridge(), hyperopt.LBFGS, lbfgs_backtracking(), inner_tol=None), diabetes, steps=100)
+    tight = fit(Bilevel(_without_intercept(Ridge), hyperopt.LBFGS, lbfgs_backtracking(), inner_tol=None),
+                diabetes, steps=100)
     tols = [r["inner_tol"] for r in scheduled.history]
     assert tols[0] == pytest.approx(1e-4) and tols[-1] == pytest.approx(1e-10)
     assert {r["inner_tol"] for r in tight.history} == {1e-10}
@@ -204,7 +226,7 @@ def test_zero_hypergradient_is_reported_once(sparse_regression):
     zero = [w for w in caught if issubclass(w.category, ZeroHypergradientWarning)]
     assert len(zero) == 1 and "exactly zero for 3 outer steps" in str(zero[0].message)
     assert len(result.warnings) == 1 and result.warnings[0].startswith("ZeroHypergradientWarning")
-    assert np.all(np.asarray(result.model) == 0)
+    assert np.all(_coef_intercept(result.model)[0] == 0)
     assert all(r["hypergrad_norm"] == 0 for r in result.history)
 
 
@@ -227,7 +249,8 @@ def test_user_folds_match_sklearn_kfold_ridge(diabetes):
         X[tr], y[tr]).coef_ - y[va]) ** 2) for tr, va in kf.split(X)])
     solver = functools.partial(hyperopt.LBFGS, tol=1e-12)
     for cv in (kf, _kfold_ids(len(y), kf)):
-        bl = Bilevel(Ridge(init_l2reg=lam), solver, lbfgs_backtracking(), cv_folds=cv, inner_tol=None)
+        bl = Bilevel(_without_intercept(Ridge, init_l2reg=lam), solver, lbfgs_backtracking(), cv_folds=cv,
+                     inner_tol=None)
         result = fit(bl, diabetes, steps=1, stop=None)
         assert result.history[0]["val_loss"] == pytest.approx(expected, rel=1e-8)
 
