@@ -137,8 +137,10 @@ class StopRule(NamedTuple):
     optimizer's update of θ is at most ``xtol`` (θ = log λ for every penalty, so this is a
     relative change of λ) **and** the outer loss changed by at most ``ftol`` relative to
     its value; or when the hypergradient norm is at most ``gtol`` (off when 0). It only
-    stops at the final inner tolerance: when the test passes earlier, the tolerance drops
-    to its final value at once and the test starts over.
+    stops at the final inner tolerance: when the updates fall below ``xtol`` earlier, the
+    tolerance drops to its final value at once and the test starts over. (The best step,
+    whose hyperparameters are returned, is likewise chosen among the steps at the final
+    tolerance once there are any.)
     """
 
     xtol: float = 1e-3
@@ -188,6 +190,7 @@ class OuterState(NamedTuple):
     tight: bool = False  # the inner tolerance was sent to its final value early
     zero_steps: int = 0  # steps in a row with an exactly zero hypergradient
     initial_val_loss: float = math.nan  # validation loss at the initial hyperparameters
+    best_at_final: bool = False  # best_step ran at the final inner tolerance
 
 
 def over_folds(fn: Callable, *xs):
@@ -582,6 +585,7 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
                 step=state.step, step_scale=state.step_scale * 0.5, best_theta=state.best_theta,
                 best_loss=state.best_loss, best_step=state.best_step,
                 best_metrics=state.best_metrics, best_params=state.best_params,
+                best_at_final=state.best_at_final,
                 last_good=fallback.last_good, rejections=state.rejections + 1, retry=True,
                 initial_val_loss=state.initial_val_loss)
             if state.rejections >= max_rejections:
@@ -626,7 +630,13 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
             or (float(info.update_size) <= stop.xtol and rel_change <= stop.ftol))
         at_final = float(tol) <= float(final_tol)
         small_steps = state.small_steps + 1 if passed and at_final else 0
-        improved = loss < state.best_loss - min_delta
+        # At a loose tolerance the loss moves with the tolerance itself, so a still θ is the
+        # signal to tighten at once.
+        still = stop is not None and float(info.update_size) <= stop.xtol
+        # The best step is judged at the final tolerance once there is one: a loss from a
+        # loosely solved inner problem is not comparable (it can be lower than the exact one).
+        improved = ((at_final and not state.best_at_final) or
+                    (at_final == state.best_at_final and loss < state.best_loss - min_delta))
         state = OuterState(
             step=state.step + 1, theta=theta, opt_state=opt_state, inner_params=params,
             best_theta=state.theta if improved else state.best_theta,
@@ -638,7 +648,8 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
             # a retry at the last good θ proves nothing about the (halved) step size
             rejections=state.rejections if state.retry else 0,
             best_params=params if improved else state.best_params,
-            last_loss=loss, small_steps=small_steps, tight=state.tight or (passed and not at_final),
+            last_loss=loss, small_steps=small_steps, tight=state.tight or (still and not at_final),
+            best_at_final=state.best_at_final or (improved and at_final),
             zero_steps=zero_steps,
             initial_val_loss=(metrics.get("val_loss", math.nan) if record["step"] == 0
                               else state.initial_val_loss))

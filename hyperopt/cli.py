@@ -5,7 +5,10 @@
     hyperopt-run -m mode=implicit,unrolled experiment=svm_digits hydra/launcher=joblib
 
 Each run writes into its output folder: ``config.yaml`` (resolved), ``metrics.jsonl``
-(one line per outer step), ``summary.json``, ``checkpoint.pkl`` and, with the wandb
+(one line per outer step), ``summary.json``, ``model.npz`` (the returned model: the
+problem's readout arrays, e.g. ``coef`` (and ``intercept``) or ``W``/``b``, refit at the
+chosen hyperparameters on train ∪ val; ``hparam_<name>``; for regression ``y_mean`` and
+``y_scale``, since targets were standardized), ``checkpoint.pkl`` and, with the wandb
 logger, an offline wandb run under ``wandb/``. The run returns the final validation loss,
 so a Hydra sweeper (e.g. Optuna) can minimize it.
 """
@@ -43,8 +46,7 @@ from hyperopt.linear_solve import LinearSolveError
 from hyperopt.problems.base import solver_class
 
 __all__ = ["ConfigError", "build", "build_bilevel", "check_config", "check_overrides", "final_line",
-           "fit_options",
-           "run", "run_guarded", "run_main"]
+           "fit_options", "run", "run_guarded", "run_main"]
 
 PROG = "hyperopt-run"
 
@@ -369,7 +371,7 @@ def run(cfg: DictConfig) -> float:
                           file=sys.stderr)
                 summary = _summary(result, labels, bilevel, data)
                 if result.model is not None:
-                    np.savez(out_dir / MODEL_FILE, **_model_file(result, bilevel, data))
+                    np.savez(out_dir / MODEL_FILE, **_model_file(result, data))
                     summary["returned"]["model_file"] = MODEL_FILE
                 if "image_shape" in summary:
                     images = np.asarray(bilevel.problem.images(result.state.best_theta))
@@ -387,7 +389,7 @@ def run(cfg: DictConfig) -> float:
 MODEL_FILE = "model.npz"
 
 
-def _model_file(result: FitResult, bilevel: Bilevel, data) -> dict:
+def _model_file(result: FitResult, data) -> dict:
     """The arrays of ``model.npz``: the returned model, its hyperparameters, the target scale."""
     arrays = model_arrays(result.model)
     arrays.update({f"hparam_{k}": np.asarray(v) for k, v in result.best_hparams.items()})
