@@ -2,7 +2,7 @@
 
 One outer step solves the inner problem (warm-started from the previous solution),
 evaluates the outer loss, computes its hypergradient, and applies an optax update to the
-unconstrained hyperparameters ``theta``:
+unconstrained hyperparameters ``theta`` — all in **one compiled program**:
 
 * implicit mode: the inner solve runs to tolerance without being differentiated; the
   hypergradient is :func:`hyperopt.root_vjp` on the solver's optimality condition, which
@@ -12,19 +12,37 @@ unconstrained hyperparameters ``theta``:
   derivative.
 
 Hold-out and k-fold outer losses share one code path: the inner and outer splits carry
-per-sample weights with a leading fold axis (one fold for hold-out), and everything is
-``vmap``-ed over folds.
+per-sample weights with a leading fold axis (one fold for hold-out; see
+:mod:`hyperopt.folds`), and the folds are solved one after the other by a ``lax.map``
+(:func:`over_folds`): each fold's solver stops at its own iteration count (under
+``vmap`` all folds run as long as the slowest), and tracing the step does not go
+through JAX's batching rules, which doubled its tracing time.
+
+What :func:`fit` does by default, and why:
+
+* **inner tolerance, loose to tight** (``inner_tol="auto"``, implicit mode): early outer
+  steps only need the direction of the hypergradient, so the inner solves start at 1e-4
+  and tighten ×0.1 per step to the solver's own tolerance (1e-10 in float64, 1e-4 in
+  float32); the run stops only once that final tolerance is reached, so the chosen
+  hyperparameters are those of exact hypergradients.
+* **an outer stopping rule** (:class:`StopRule`): status ``"converged"`` when, at the final
+  inner tolerance, the optimizer's updates of θ stayed below ``xtol`` and the outer loss
+  changed by less than ``ftol`` (relative) for ``window`` steps in a row.
+* **the model it hands back** is refit at the chosen hyperparameters on train ∪ val
+  (``refit="train_val"``, as scikit-learn's CV estimators do) and its test metrics are
+  computed once, at the end.
 
 Example:
-    >>> bl = Bilevel(problem=Logistic(), make_solver=LBFGS, optimizer=optax.adam(0.1))
+    >>> bl = Bilevel(problem=Logistic(), make_solver=LBFGS, optimizer=lbfgs_backtracking())
     >>> result = fit(bl, load_dataset("breast_cancer"), steps=50)
-    >>> result.best_hparams["l2reg"]
+    >>> result.best_hparams["l2reg"], result.status, result.model_metrics["test_loss"]
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import math
 import time
 import warnings
@@ -36,24 +54,39 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from hyperopt import compile_cache
 from hyperopt.data import Dataset
+from hyperopt.folds import fold_masks, is_holdout, resolve_cv
 from hyperopt.implicit_diff import root_vjp
+from hyperopt.linear_solve import LinearSolveWarning
 from hyperopt.problems.base import InnerSolver, Problem, SolverFactory
 from hyperopt.solvers.base import default_tol
 
 __all__ = [
-    "Bilevel", "DivergenceWarning", "FitResult", "OuterState", "Splits", "StepInfo", "fit", "make_splits",
+    "AUTO_INNER_TOL", "DEFAULT_STOP", "REFITS", "Bilevel", "DivergenceWarning", "FitResult", "OuterState",
+    "Splits", "StepInfo", "StopRule", "ZeroHypergradientWarning", "fit", "make_splits",
+    "model_arrays", "over_folds",
 ]
+
+REFITS = ("train_val", "train")
+# inner_tol="auto": (initial, decay); the final tolerance is the solver's own.
+AUTO_INNER_TOL = (1e-4, 0.1)
 
 
 class DivergenceWarning(RuntimeWarning):
     """An outer step was rejected: non-finite or sharply increasing outer loss."""
 
 
+class ZeroHypergradientWarning(RuntimeWarning):
+    """The hypergradient was exactly zero for several steps: the hyperparameters cannot move."""
+
+
 class Splits(NamedTuple):
     """Inner (training) and outer (validation) data with fold weights.
 
-    ``inner``/``outer`` are ``(X, y)``; ``inner_w``/``outer_w`` have shape (folds, n).
+    ``inner``/``outer`` are ``(X, y)``; ``inner_w``/``outer_w`` have shape (folds, n);
+    ``val`` is the validation split ``(X_val, y_val)`` for per-step validation metrics of
+    a hold-out run (``None`` with k folds, where the outer loss is the k-fold loss).
     """
 
     inner: tuple
@@ -61,38 +94,62 @@ class Splits(NamedTuple):
     inner_w: jax.Array
     outer_w: jax.Array
     cold_params: Any  # the problem's initial inner parameters, one per fold
+    val: tuple | None = None
 
     @property
     def n_folds(self) -> int:
         return self.inner_w.shape[0]
 
 
-def make_splits(problem: Problem, data: Dataset, cv_folds: int = 0, seed: int = 0) -> Splits:
-    """Hold-out splits (``cv_folds=0``) or k folds over train ∪ validation."""
+def make_splits(problem: Problem, data: Dataset, cv_folds: Any = 0, seed: int = 0) -> Splits:
+    """Hold-out splits (``cv_folds=0``) or folds over train ∪ validation.
+
+    ``cv_folds``: 0, ``"auto"``, an integer ``k >= 2``, fold ids (one per sample of
+    train ∪ val) or a scikit-learn splitter (see :func:`hyperopt.folds.fold_masks`).
+    """
     dtype = data.X_train.dtype
-    if cv_folds:
+    cv_folds = resolve_cv(cv_folds, data.n_train + data.n_val, problem.supports_cv)
+    if not is_holdout(cv_folds):
         if not problem.supports_cv:
             raise ValueError(f"cv_folds={cv_folds}: problem {problem.name!r} has no "
                              "cross-validated outer loss; allowed: 0")
-        if cv_folds < 2:
-            raise ValueError(f"cv_folds={cv_folds}; allowed: 0 (hold-out) or an integer >= 2")
         X = jnp.concatenate([data.X_train, data.X_val])
         y = jnp.concatenate([data.y_train, data.y_val])
-        fold = np.random.default_rng(seed).permutation(len(y)) % cv_folds
-        masks = jnp.asarray(fold[None, :] == np.arange(cv_folds)[:, None], dtype)
-        return Splits((X, y), (X, y), 1 - masks, masks, _per_fold(problem, data, len(y), cv_folds))
-    if problem.outer_split == "train":
-        outer = (data.X_train, data.y_train)
-    else:
-        outer = (data.X_val, data.y_val)
+        inner_w, outer_w = fold_masks(cv_folds, X, y, seed)
+        folds = inner_w.shape[0]
+        return Splits((X, y), (X, y), jnp.asarray(inner_w, dtype), jnp.asarray(outer_w, dtype),
+                      _per_fold(problem, data, len(y), folds))
+    outer = (data.X_train, data.y_train) if problem.outer_split == "train" else (data.X_val, data.y_val)
     return Splits((data.X_train, data.y_train), outer,
                   jnp.ones((1, data.n_train), dtype), jnp.ones((1, outer[1].shape[0]), dtype),
-                  _per_fold(problem, data, data.n_train, 1))
+                  _per_fold(problem, data, data.n_train, 1), val=(data.X_val, data.y_val))
 
 
 def _per_fold(problem: Problem, data: Dataset, n_samples: int, folds: int):
     params = problem.init_params(data, n_samples=n_samples)
     return jax.tree.map(lambda p: jnp.broadcast_to(p, (folds, *p.shape)), params)
+
+
+class StopRule(NamedTuple):
+    """The outer stopping rule (status ``"converged"``).
+
+    The run stops when, for ``window`` outer steps in a row, every coordinate of the
+    optimizer's update of θ is at most ``xtol`` (θ = log λ for every penalty, so this is a
+    relative change of λ) **and** the outer loss changed by at most ``ftol`` relative to
+    its value; or when the hypergradient norm is at most ``gtol`` (off when 0). It only
+    stops at the final inner tolerance: when the updates fall below ``xtol`` earlier, the
+    tolerance drops to its final value at once and the test starts over. (The best step,
+    whose hyperparameters are returned, is likewise chosen among the steps at the final
+    tolerance once there are any.)
+    """
+
+    xtol: float = 1e-3
+    ftol: float = 1e-6
+    gtol: float = 0.0
+    window: int = 2
+
+
+DEFAULT_STOP = StopRule()
 
 
 class StepInfo(NamedTuple):
@@ -102,11 +159,14 @@ class StepInfo(NamedTuple):
     data_loss: jax.Array  # the (hold-out or k-fold) validation loss alone
     hypergrad: Any
     hypergrad_norm: jax.Array
+    zero_hypergrad: jax.Array  # the data term's hypergradient is exactly zero
+    update_size: jax.Array  # max |θ_new - θ| of the applied update
     hparams: dict  # the constrained hyperparameters at which the step was taken
     inner_iterations: jax.Array
     inner_error: jax.Array
     inner_converged: jax.Array
     linear_residual: jax.Array
+    val_metrics: dict  # hold-out: the problem's metrics on the validation split
 
 
 class OuterState(NamedTuple):
@@ -124,6 +184,38 @@ class OuterState(NamedTuple):
     last_good: Any = None  # the state before the last accepted step, to fall back on
     rejections: int = 0  # rejected steps in a row
     retry: bool = False  # this state is a fallback after a rejection
+    best_params: Any = None  # inner solutions at best_step (warm start of the refit)
+    last_loss: float = math.nan  # outer loss of the previous step (stopping rule)
+    small_steps: int = 0  # steps in a row that passed the stopping test
+    tight: bool = False  # the inner tolerance was sent to its final value early
+    zero_steps: int = 0  # steps in a row with an exactly zero hypergradient
+    initial_val_loss: float = math.nan  # validation loss at the initial hyperparameters
+    best_at_final: bool = False  # best_step ran at the final inner tolerance
+
+
+def over_folds(fn: Callable, *xs):
+    """``fn`` applied to each slice of ``xs`` along their leading (fold) axis, outputs
+    stacked: ``jax.lax.map`` for several folds, a plain call for one."""
+    if jax.tree.leaves(xs)[0].shape[0] == 1:
+        out = fn(*jax.tree.map(lambda x: x[0], xs))
+        return jax.tree.map(lambda x: jnp.expand_dims(x, 0), out)
+    return jax.lax.map(lambda args: fn(*args), xs)
+
+
+def _quiet(solve: Callable) -> tuple[Callable, bool]:
+    """The linear solve with its in-program residual check off, and whether it was turned off.
+
+    JAX never writes programs with host callbacks (the check's ``jax.debug.callback``) to
+    the persistent compilation cache, so the outer loop checks the residual it gets back
+    on the host instead. A solve whose ``on_failure`` the user chose is left as it is.
+    """
+    if isinstance(solve, functools.partial) and "on_failure" in solve.keywords:
+        return solve, False
+    try:
+        accepts = "on_failure" in inspect.signature(solve).parameters
+    except (TypeError, ValueError):
+        accepts = False
+    return (functools.partial(solve, on_failure="ignore"), True) if accepts else (solve, False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,21 +226,34 @@ class Bilevel:
       problem: the :class:`~hyperopt.problems.Problem`.
       make_solver: solver class or ``functools.partial`` of one (maxiter, tol,
         implicit_diff, implicit_diff_solve, ...).
-      optimizer: any optax optimizer (applied to the unconstrained ``theta``).
+      optimizer: any optax optimizer (applied to the unconstrained ``theta``); its
+        ``update`` also receives ``value=`` (the outer loss), ``grad=`` and ``value_fn=``
+        (the outer loss as a function of θ, for line searches such as ``optax.lbfgs``).
       hparam_penalty: ``γ``: adds ``γ · Σ (θ - mean θ)²`` over each vector hyperparameter,
         which shrinks many per-feature penalties toward a common value.
-      cv_folds: 0 for a hold-out outer loss, ``k >= 2`` for k-fold cross-validation.
-      inner_tol: ``None`` (the solver's own tol) or ``(initial, final, decay)``: the inner
-        tolerance starts loose and tightens geometrically to ``final`` (HOAG-style
-        inexact hypergradients; implicit mode only, unrolled mode uses ``final``).
+      cv_folds: 0 for a hold-out outer loss; ``k >= 2``, fold ids or a scikit-learn
+        splitter for cross-validation over train ∪ val; ``"auto"``: 5 folds when train ∪ val
+        has at most 2000 samples and the problem supports it (:mod:`hyperopt.folds`).
+      inner_tol: ``"auto"`` (default): from 1e-4, ×0.1 per outer step, down to the
+        solver's tol; ``None``: the solver's tol throughout; or ``(initial, final,
+        decay)``. Implicit mode only: unrolled mode always solves to the final tolerance.
     """
 
     problem: Problem
     make_solver: SolverFactory
     optimizer: optax.GradientTransformation
     hparam_penalty: float = 0.0
-    cv_folds: int = 0
-    inner_tol: tuple[float, float, float] | None = None
+    cv_folds: Any = 0
+    inner_tol: Any = "auto"
+
+    def __post_init__(self):
+        if isinstance(self.cv_folds, (list, np.ndarray)):  # keep the object hashable (jit)
+            object.__setattr__(self, "cv_folds", tuple(int(i) for i in np.asarray(self.cv_folds)))
+        tol = self.inner_tol
+        if not (tol is None or tol == "auto" or (len(tol) == 3 and tol[0] > 0 and tol[1] > 0
+                                                  and 0 < tol[2] <= 1)):
+            raise ValueError(f"inner_tol={tol!r}; allowed: 'auto', None or (initial > 0, "
+                             "final > 0, decay in (0, 1])")
 
     @functools.cached_property
     def inner(self) -> InnerSolver:
@@ -158,17 +263,30 @@ class Bilevel:
     def implicit(self) -> bool:
         return bool(self.inner.solver.implicit_diff)
 
-    def tol_at(self, step: int, dtype) -> jax.Array:
-        if self.inner_tol is None:
-            tol = self.inner.solver.tol
-            return jnp.asarray(default_tol(jnp.zeros((), dtype)) if tol is None else tol, dtype)
-        initial, final, decay = self.inner_tol
-        if not self.implicit:
+    @functools.cached_property
+    def _linear_solve(self) -> tuple[Callable, bool]:
+        return _quiet(self.inner.solver.linear_solve)
+
+    def final_tol(self, dtype) -> float:
+        """The tolerance of the last outer steps and of the refit."""
+        if isinstance(self.inner_tol, tuple):
+            return float(self.inner_tol[1])
+        tol = self.inner.solver.tol
+        return float(default_tol(jnp.zeros((), dtype)) if tol is None else tol)
+
+    def tol_at(self, step: int, dtype, tight: bool = False) -> jax.Array:
+        """Inner tolerance of outer step ``step`` (``tight``: the final one)."""
+        final = self.final_tol(dtype)
+        if self.inner_tol is None or tight or not self.implicit:
             # An unrolled derivative through a loosely converged (frozen) iterate is not a
             # slightly inexact hypergradient but the derivative of a truncated iteration,
             # often of the wrong sign (measured on the SVM dual): unrolled mode always
             # solves to the final tolerance.
             return jnp.asarray(final, dtype)
+        if self.inner_tol == "auto":
+            initial, decay = AUTO_INNER_TOL
+        else:
+            initial, _, decay = self.inner_tol
         return jnp.asarray(max(final, initial * decay ** step), dtype)
 
     def penalty(self, theta):
@@ -178,8 +296,11 @@ class Bilevel:
         return self.hparam_penalty * sum(jnp.sum((leaf - jnp.mean(leaf)) ** 2) for leaf in leaves)
 
     # -- the pieces of one outer step (pure functions of arrays) ---------------------------
-    def _solver(self, tol):
-        return dataclasses.replace(self.inner.solver, tol=tol)
+    def _solver(self, tol, implicit: bool | None = None):
+        changes = {"tol": tol, "implicit_diff_solve": self._linear_solve[0]}
+        if implicit is not None:
+            changes["implicit_diff"] = implicit
+        return dataclasses.replace(self.inner.solver, **changes)
 
     def _outer_objective(self, params, theta, splits: Splits, fold: int | jax.Array):
         readout = self.problem.readout(params, theta, *splits.inner, splits.inner_w[fold])
@@ -187,9 +308,9 @@ class Bilevel:
 
     def inner_solve(self, theta, init_params, splits: Splits, tol):
         """Solves every fold's inner problem (no derivative). Returns (params, states)."""
-        solver, args_of = self._solver(tol), self.inner.args
+        solver, args_of = self._solver(tol, implicit=True), self.inner.args
         run = lambda init, w: solver.run(init, *args_of(theta, *splits.inner, w))
-        return jax.vmap(run)(init_params, splits.inner_w)
+        return over_folds(run, init_params, splits.inner_w)
 
     def implicit_hypergradient(self, theta, params, splits: Splits, tol):
         """Outer loss, hypergradient and linear residual at the inner solutions ``params``."""
@@ -205,7 +326,7 @@ class Bilevel:
             (g_theta,) = args_vjp(g_args)
             return loss, jax.tree.map(jnp.add, g_theta, g_direct), residual
 
-        losses, grads, residuals = jax.vmap(per_fold)(params, jnp.arange(splits.n_folds))
+        losses, grads, residuals = over_folds(per_fold, params, jnp.arange(splits.n_folds))
         return losses.mean(), jax.tree.map(lambda g: g.mean(0), grads), residuals.max()
 
     def unrolled_hypergradient(self, theta, init_params, splits: Splits, tol):
@@ -217,32 +338,44 @@ class Bilevel:
                 sol = solver.run(init, *args_of(theta, *splits.inner, splits.inner_w[fold]))
                 return self._outer_objective(sol.params, theta, splits, fold), sol
 
-            losses, sols = jax.vmap(per_fold)(init_params, jnp.arange(splits.n_folds))
+            losses, sols = over_folds(per_fold, init_params, jnp.arange(splits.n_folds))
             return losses.mean(), sols
 
         (loss, sols), grad = jax.value_and_grad(objective, has_aux=True)(theta)
         return loss, grad, sols
 
-    def _update(self, theta, opt_state, loss, grad, params, states, residual, step_scale):
+    def outer_value(self, theta, init_params, splits: Splits, tol):
+        """The outer objective (data loss + penalty) as a differentiable function of θ
+        (what ``value_fn`` gives line-search optimizers such as ``optax.lbfgs``)."""
+        solver, args_of = self._solver(tol), self.inner.args
+
+        def per_fold(init, fold):
+            sol = solver.run(init, *args_of(theta, *splits.inner, splits.inner_w[fold]))
+            return self._outer_objective(sol.params, theta, splits, fold)
+
+        losses = over_folds(per_fold, init_params, jnp.arange(splits.n_folds))
+        return losses.mean() + self.penalty(theta)
+
+    def _update(self, theta, opt_state, loss, grad, params, states, residual, splits, tol, step_scale):
         pen, pen_grad = jax.value_and_grad(self.penalty)(theta)
+        zero = jnp.all(jnp.stack([jnp.all(g == 0) for g in jax.tree.leaves(grad)]))
         grad = jax.tree.map(jnp.add, grad, pen_grad)
-        info = StepInfo(loss + pen, loss, grad, optax.tree.norm(grad), self.problem.hparams(theta),
-                        jnp.max(states.iter_num), jnp.max(states.error),
-                        jnp.all(states.converged), residual)
-        updates, new_opt_state = self.optimizer.update(grad, opt_state, theta)
+        val_metrics = {}
+        if splits.val is not None:  # hold-out: metrics of the (only) fold on the validation split
+            first = jax.tree.map(lambda p: p[0], params)
+            readout = self.problem.readout(first, theta, *splits.inner, splits.inner_w[0])
+            val_metrics = self.problem.metrics(readout, theta, *splits.val)
+        warm = params if self.implicit else splits.cold_params
+        value_fn = lambda th: self.outer_value(th, warm, splits, tol)
+        optimizer = optax.with_extra_args_support(self.optimizer)
+        updates, new_opt_state = optimizer.update(grad, opt_state, theta, value=loss + pen,
+                                                  grad=grad, value_fn=value_fn)
         updates = jax.tree.map(lambda u: step_scale * u, updates)
+        size = jnp.max(jnp.stack([jnp.max(jnp.abs(u)) for u in jax.tree.leaves(updates)]))
+        info = StepInfo(loss + pen, loss, grad, optax.tree.norm(grad), zero, size,
+                        self.problem.hparams(theta), jnp.max(states.iter_num), jnp.max(states.error),
+                        jnp.all(states.converged), residual, val_metrics)
         return optax.apply_updates(theta, updates), new_opt_state, params, info
-
-    def implicit_update(self, theta, opt_state, params, states, splits: Splits, tol, step_scale=1.0):
-        """Implicit mode after the inner solve: hypergradient at ``params`` and optax update."""
-        loss, grad, residual = self.implicit_hypergradient(theta, params, splits, tol)
-        return self._update(theta, opt_state, loss, grad, params, states, residual, step_scale)
-
-    def unrolled_step(self, theta, opt_state, splits: Splits, tol, step_scale=1.0):
-        """Unrolled mode: solve from the cold start, differentiate, update."""
-        loss, grad, sols = self.unrolled_hypergradient(theta, splits.cold_params, splits, tol)
-        nan = jnp.asarray(jnp.nan, loss.dtype)  # no linear system in unrolled mode
-        return self._update(theta, opt_state, loss, grad, sols.params, sols.state, nan, step_scale)
 
     def outer_step(self, theta, opt_state, init_params, splits: Splits, tol, step_scale=1.0):
         """One full outer step, pure: returns ``(theta, opt_state, inner_params, StepInfo)``.
@@ -252,42 +385,50 @@ class Bilevel:
         """
         if self.implicit:
             params, states = self.inner_solve(theta, init_params, splits, tol)
-            return self.implicit_update(theta, opt_state, params, states, splits, tol, step_scale)
-        return self.unrolled_step(theta, opt_state, splits, tol, step_scale)
-
-    def evaluate(self, theta, inner_params, data: Dataset, splits: Splits, tol):
-        """Validation/test metrics of the inner solution.
-
-        With k-fold CV the model is refit on all of train ∪ val for the test metrics; its
-        validation metrics would be in-sample, so none are reported (``fit`` records the
-        k-fold loss as ``val_loss``).
-        """
-        evaluated = {"test": (data.X_test, data.y_test)}
-        if splits.n_folds == 1:
-            params, w = jax.tree.map(lambda p: p[0], inner_params), splits.inner_w[0]
-            evaluated["val"] = (data.X_val, data.y_val)
+            loss, grad, residual = self.implicit_hypergradient(theta, params, splits, tol)
         else:
-            solver = self._solver(tol)
-            w = jnp.ones_like(splits.inner_w[0])
-            init = jax.tree.map(lambda p: p[0], inner_params)
-            params = solver.run(init, *self.inner.args(theta, *splits.inner, w)).params
-        readout = self.problem.readout(params, theta, *splits.inner, w)
-        return {f"{split}_{key}": value for split, (X, y) in evaluated.items()
-                for key, value in self.problem.metrics(readout, theta, X, y).items()}
+            loss, grad, sols = self.unrolled_hypergradient(theta, splits.cold_params, splits, tol)
+            params, states = sols.params, sols.state
+            residual = jnp.asarray(jnp.nan, loss.dtype)  # no linear system in unrolled mode
+        return self._update(theta, opt_state, loss, grad, params, states, residual, splits, tol,
+                            step_scale)
+
+    def refit_model(self, theta, init_params, X, y, X_test, y_test, tol):
+        """The model handed back: the inner problem solved on ``(X, y)`` (all weights one) at
+        ``theta``, its readout (what predicts), its inner solution and its test metrics."""
+        w = jnp.ones(y.shape[0], X.dtype)
+        params = self._solver(tol, implicit=True).run(init_params, *self.inner.args(theta, X, y, w)).params
+        model = self.problem.readout(params, theta, X, y, w)
+        metrics = self.problem.metrics(model, theta, X_test, y_test)
+        return model, params, {f"test_{k}": v for k, v in metrics.items()}
 
 
 class FitResult(NamedTuple):
-    """What :func:`fit` returns."""
+    """What :func:`fit` returns.
+
+    ``model`` is the returned model (the problem's readout: ``w`` for ridge/lasso,
+    ``{"W", "b"}`` for logistic, primal ``W`` for the SVM), refit at ``best_hparams`` on
+    the split named by ``refit``; ``model_metrics`` its test metrics; ``initial`` the
+    validation loss at the initial hyperparameters and the test metrics of the model
+    refit there (what tuning is compared with).
+    """
 
     state: OuterState
     history: list[dict]
     best_hparams: dict
     final_metrics: dict
     best_metrics: dict
-    status: str  # "completed" | "early_stopped" | "diverged" | "interrupted"
+    status: str  # "converged" | "completed" | "early_stopped" | "diverged" | "interrupted"
     compile_time: float
     total_time: float
     compiled_temp_mb: float  # XLA's temporary memory of the compiled step (per run)
+    stop_reason: str = ""
+    model: Any = None
+    model_metrics: dict | None = None
+    initial: dict | None = None
+    refit: str = "train_val"
+    warnings: tuple[str, ...] = ()
+    compile: dict | None = None  # per-program compile seconds and the persistent cache's counts
 
 
 def hparam_log(hparams: dict, max_size: int = 10) -> dict[str, float]:
@@ -305,6 +446,14 @@ def hparam_log(hparams: dict, max_size: int = 10) -> dict[str, float]:
     return out
 
 
+def model_arrays(model) -> dict[str, np.ndarray]:
+    """The returned model as named arrays (for ``np.savez``): a dict's keys, ``coef`` for
+    a single array."""
+    if isinstance(model, dict):
+        return {k: np.asarray(v) for k, v in model.items()}
+    return {"coef": np.asarray(model)}
+
+
 def _finite(tree) -> bool:
     return all(bool(np.all(np.isfinite(np.asarray(leaf)))) for leaf in jax.tree.leaves(tree))
 
@@ -316,73 +465,113 @@ def init_state(bilevel: Bilevel, data: Dataset, splits: Splits) -> OuterState:
                       best_step=-1, step_scale=1.0)
 
 
+def _refit_data(bilevel: Bilevel, data: Dataset, refit: str):
+    if refit == "train":
+        return data.X_train, data.y_train
+    return jnp.concatenate([data.X_train, data.X_val]), jnp.concatenate([data.y_train, data.y_val])
+
+
+def _warm_refit(init_cold, params):
+    """The mean of the folds' inner solutions, when it has the refit's shapes (else cold)."""
+    if params is None:
+        return init_cold
+    mean = jax.tree.map(lambda p: jnp.mean(p, axis=0), params)
+    same = jax.tree.structure(mean) == jax.tree.structure(init_cold) and all(
+        a.shape == b.shape for a, b in zip(jax.tree.leaves(mean), jax.tree.leaves(init_cold), strict=True))
+    return mean if same else init_cold
+
+
 def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None = None,
+        stop: StopRule | None = DEFAULT_STOP, refit: str = "train_val", eval_every: int = 0,
         patience: int | None = None, min_delta: float = 0.0, max_rejections: int = 5,
-        divergence_factor: float = 10.0,
+        divergence_factor: float = 10.0, zero_hypergrad_steps: int = 3,
         seed: int = 0, callback: Callable[[OuterState, dict], None] | None = None,
         should_stop: Callable[[], bool] | None = None) -> FitResult:
-    """Runs the outer loop for ``steps`` steps (or until it stops improving).
+    """Runs the outer loop for at most ``steps`` steps, then refits the returned model.
 
     Args:
       bilevel: the problem, solver and optimizer.
       data: a :class:`~hyperopt.data.Dataset`.
-      steps: maximum number of outer steps.
+      steps: maximum number of outer steps (status ``"completed"`` when all ran).
       state: an :class:`OuterState` to resume from (e.g. loaded from a checkpoint).
+      stop: the outer stopping rule (status ``"converged"``); ``None`` runs all steps.
+      refit: ``"train_val"``: the returned model is refit at the best hyperparameters on
+        train ∪ val; ``"train"``: on the training split alone (hold-out only; the model
+        the search validated).
+      eval_every: also record the returned model's test metrics every this many steps
+        (refit at the step's hyperparameters); 0: only at the end.
       patience: stop when the outer loss has not improved by ``min_delta`` for this many
-        steps (early stopping); ``None`` runs all steps.
+        steps (status ``"early_stopped"``); ``None`` disables it.
       max_rejections: a step with a non-finite loss or hypergradient, or an outer loss
         above ``divergence_factor`` times the best so far, is rejected (a
         :class:`DivergenceWarning`; the last good hyperparameters are restored and the step
         size halved); after this many rejections in a row the run stops with status
         ``"diverged"``.
+      zero_hypergrad_steps: warn (:class:`ZeroHypergradientWarning`, once) after this
+        many steps in a row with an exactly zero hypergradient.
       callback: called after every step with ``(state, record)`` (logging, checkpoints).
       should_stop: polled after every step (e.g. set by a SIGINT handler).
 
     Returns:
-      A :class:`FitResult` with the history (one dict per step) and the best
-      hyperparameters seen (lowest outer loss).
+      A :class:`FitResult`: the history (one dict per step), the best hyperparameters
+      (lowest outer loss), the returned model and its test metrics.
     """
+    if refit not in REFITS:
+        raise ValueError(f"refit={refit!r}; allowed: {', '.join(REFITS)}")
     splits = make_splits(bilevel.problem, data, bilevel.cv_folds, seed)
+    if refit == "train" and splits.n_folds > 1:
+        raise ValueError("refit='train' needs a hold-out outer loss (cv_folds=0); with k folds "
+                         "the returned model is refit on train ∪ val (refit='train_val')")
     state = init_state(bilevel, data, splits) if state is None else state
     dtype = data.X_train.dtype
+    X_refit, y_refit = _refit_data(bilevel, data, refit)
+    refit_cold = bilevel.problem.init_params(data, n_samples=y_refit.shape[0])
+    final_tol = jnp.asarray(bilevel.final_tol(dtype), dtype)
 
-    # Compile once per run (static shapes; the tolerance and step scale are traced).
-    t0 = time.perf_counter()
-    tol0, scale0 = bilevel.tol_at(state.step, dtype), jnp.asarray(1.0, dtype)
-    if bilevel.implicit:
-        solve_c = jax.jit(bilevel.inner_solve).lower(state.theta, state.inner_params, splits, tol0).compile()
-        params0, states0 = jax.eval_shape(bilevel.inner_solve, state.theta, state.inner_params, splits, tol0)
-        grad_c = jax.jit(bilevel.implicit_update).lower(
-            state.theta, state.opt_state, params0, states0, splits, tol0, scale0).compile()
-        executables = (solve_c, grad_c)
-    else:
-        grad_c = jax.jit(bilevel.unrolled_step).lower(state.theta, state.opt_state, splits, tol0,
-                                                      scale0).compile()
-        executables = (grad_c,)
-    eval_c = jax.jit(bilevel.evaluate).lower(state.theta, state.inner_params, data, splits, tol0).compile()
-    compile_time = time.perf_counter() - t0
-    compiled_temp_mb = max(_temp_mb(e) for e in executables)
+    # Two compiled programs per run, both before the loop: the outer step, and the refit
+    # with its test metrics (run at the end). Tolerance and step scale are traced.
+    tol0, scale0 = bilevel.tol_at(state.step, dtype, state.tight), jnp.asarray(1.0, dtype)
+    with compile_cache.CompileWatch() as watch:
+        t0 = time.perf_counter()
+        step_l = jax.jit(bilevel.outer_step).lower(
+            state.theta, state.opt_state, state.inner_params, splits, tol0, scale0)
+        refit_l = jax.jit(bilevel.refit_model).lower(state.theta, refit_cold, X_refit, y_refit,
+                                                     data.X_test, data.y_test, final_tol)
+        t1 = time.perf_counter()
+        step_c = step_l.compile()
+        t2 = time.perf_counter()
+        refit_c = refit_l.compile()
+        t3 = time.perf_counter()
+    compile_time = t3 - t0
+    # trace_s: tracing and lowering to StableHLO (paid by every run); step_s/refit_s: XLA's
+    # compilation of each program, or reading it from the persistent cache
+    compile_info = {"trace_s": t1 - t0, "step_s": t2 - t1, "refit_s": t3 - t2,
+                    "cache_dir": str(compile_cache.enabled_dir() or "") or None,
+                    "cache": watch.as_dict(), "from_cache": watch.from_cache}
+    compiled_temp_mb = _temp_mb(step_c)
+    residual_bar = float(np.sqrt(np.finfo(dtype).eps))
+    check_residual = bilevel.implicit and bilevel._linear_solve[1]
+    messages: list[str] = []
 
-    def step(state, tol):
-        """One outer step; returns its outputs and (step time, hypergradient time)."""
-        scale = jnp.asarray(state.step_scale, dtype)
-        t = time.perf_counter()
-        if bilevel.implicit:
-            params, states = jax.block_until_ready(solve_c(state.theta, state.inner_params, splits, tol))
-            t_grad = time.perf_counter()
-            out = jax.block_until_ready(
-                grad_c(state.theta, state.opt_state, params, states, splits, tol, scale))
-        else:
-            t_grad = t
-            out = jax.block_until_ready(grad_c(state.theta, state.opt_state, splits, tol, scale))
-        end = time.perf_counter()
-        return out, end - t, end - t_grad
+    def warn_once(category, message):
+        if not any(m.startswith(category.__name__) for m in messages):
+            messages.append(f"{category.__name__}: {message}")
+            warnings.warn(message, category, stacklevel=3)
 
-    history, status = [], "completed"
+    def test_metrics(theta, params):
+        _, _, metrics = refit_c(theta, _warm_refit(refit_cold, params), X_refit, y_refit,
+                                data.X_test, data.y_test, final_tol)
+        return {k: float(v) for k, v in metrics.items()}
+
+    history, status, stop_reason = [], "completed", f"ran all {steps} steps"
     start = time.perf_counter()
     while state.step < steps:
-        tol = bilevel.tol_at(state.step, dtype)
-        (theta, opt_state, params, info), step_time, hypergrad_time = step(state, tol)
+        tol = bilevel.tol_at(state.step, dtype, state.tight)
+        t = time.perf_counter()
+        theta, opt_state, params, info = jax.block_until_ready(step_c(
+            state.theta, state.opt_state, state.inner_params, splits, tol,
+            jnp.asarray(state.step_scale, dtype)))
+        step_time = time.perf_counter() - t
         loss = float(info.outer_loss)
         exploded = loss > divergence_factor * max(state.best_loss, 1e-12)
         if not (math.isfinite(loss) and _finite(info.hypergrad) and _finite(theta)) or exploded:
@@ -395,30 +584,59 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
             state = fallback._replace(
                 step=state.step, step_scale=state.step_scale * 0.5, best_theta=state.best_theta,
                 best_loss=state.best_loss, best_step=state.best_step,
-                best_metrics=state.best_metrics, last_good=fallback.last_good,
-                rejections=state.rejections + 1, retry=True)
+                best_metrics=state.best_metrics, best_params=state.best_params,
+                best_at_final=state.best_at_final,
+                last_good=fallback.last_good, rejections=state.rejections + 1, retry=True,
+                initial_val_loss=state.initial_val_loss)
             if state.rejections >= max_rejections:
-                status = "diverged"
+                status, stop_reason = "diverged", f"{max_rejections} rejected steps in a row"
                 break
             continue
-        metrics = {k: float(v) for k, v in eval_c(state.theta, params, data, splits, tol).items()}
+        metrics = {f"val_{k}": float(v) for k, v in info.val_metrics.items()}
         if splits.n_folds > 1:
             metrics["val_loss"] = float(info.data_loss)  # the k-fold (out-of-fold) loss
+        if eval_every and (state.step + 1) % eval_every == 0:
+            metrics.update(test_metrics(state.theta, params))
+        residual = float(info.linear_residual) if bilevel.implicit else None
         record = {
             "step": state.step, "outer_loss": loss,
             **metrics,
             "hypergrad_norm": float(info.hypergrad_norm),
+            "update_size": float(info.update_size),
             "step_time": step_time,
-            "hypergrad_time": hypergrad_time,
             "inner_iterations": int(info.inner_iterations),
             "inner_error": float(info.inner_error),
             "inner_converged": bool(info.inner_converged),
             "inner_tol": float(tol),
-            "linear_residual": float(info.linear_residual) if bilevel.implicit else None,
+            "linear_residual": residual,
             **hparam_log(jax.device_get(info.hparams)),
         }
         record["time"] = time.perf_counter() - start
-        improved = loss < state.best_loss - min_delta
+        if check_residual and not residual <= residual_bar:
+            warn_once(LinearSolveWarning, f"implicit linear solve: relative residual {residual:.3g} "
+                      f"> {residual_bar:.3g} at outer step {state.step} (recorded per step as "
+                      "linear_residual); hypergradients may be inaccurate")
+        zero_steps = state.zero_steps + 1 if bool(info.zero_hypergrad) else 0
+        if zero_steps >= zero_hypergrad_steps:
+            hp = ", ".join(f"{k}={v:.4g}" for k, v in hparam_log(jax.device_get(info.hparams)).items())
+            warn_once(ZeroHypergradientWarning, f"the hypergradient has been exactly zero for "
+                      f"{zero_steps} outer steps (at {hp}): the outer loss is flat there and the "
+                      "hyperparameters cannot move (e.g. a lasso penalty above lambda_max gives an "
+                      "all-zero solution); start from other initial hyperparameters")
+        # The stopping test, on this step's loss change and the update it proposes.
+        rel_change = abs(loss - state.last_loss) / max(abs(state.last_loss), 1e-300)
+        passed = stop is not None and (
+            (stop.gtol > 0 and float(info.hypergrad_norm) <= stop.gtol)
+            or (float(info.update_size) <= stop.xtol and rel_change <= stop.ftol))
+        at_final = float(tol) <= float(final_tol)
+        small_steps = state.small_steps + 1 if passed and at_final else 0
+        # At a loose tolerance the loss moves with the tolerance itself, so a still θ is the
+        # signal to tighten at once.
+        still = stop is not None and float(info.update_size) <= stop.xtol
+        # The best step is judged at the final tolerance once there is one: a loss from a
+        # loosely solved inner problem is not comparable (it can be lower than the exact one).
+        improved = ((at_final and not state.best_at_final) or
+                    (at_final == state.best_at_final and loss < state.best_loss - min_delta))
         state = OuterState(
             step=state.step + 1, theta=theta, opt_state=opt_state, inner_params=params,
             best_theta=state.theta if improved else state.best_theta,
@@ -428,21 +646,47 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
             best_metrics={"outer_loss": loss, **metrics} if improved else state.best_metrics,
             last_good=state._replace(last_good=None),
             # a retry at the last good θ proves nothing about the (halved) step size
-            rejections=state.rejections if state.retry else 0)
+            rejections=state.rejections if state.retry else 0,
+            best_params=params if improved else state.best_params,
+            last_loss=loss, small_steps=small_steps, tight=state.tight or (still and not at_final),
+            best_at_final=state.best_at_final or (improved and at_final),
+            zero_steps=zero_steps,
+            initial_val_loss=(metrics.get("val_loss", math.nan) if record["step"] == 0
+                              else state.initial_val_loss))
         history.append(record)
         if callback is not None:
             callback(state, record)
+        if stop is not None and small_steps >= stop.window:
+            status = "converged"
+            stop_reason = (f"hypergradient norm <= gtol={stop.gtol:g}"
+                           if stop.gtol > 0 and float(info.hypergrad_norm) <= stop.gtol else
+                           f"updates of theta <= xtol={stop.xtol:g} and relative change of the "
+                           f"outer loss <= ftol={stop.ftol:g} for {stop.window} steps at the final "
+                           f"inner tol {float(final_tol):.3g}")
+            break
         if patience is not None and state.step - 1 - state.best_step >= patience:
-            status = "early_stopped"
+            status, stop_reason = "early_stopped", f"no improvement by min_delta for {patience} steps"
             break
         if should_stop is not None and should_stop():
-            status = "interrupted"
+            status, stop_reason = "interrupted", "interrupted"
             break
 
+    model = model_metrics = initial = None
+    if state.best_step >= 0:
+        model, _, metrics = refit_c(state.best_theta, _warm_refit(refit_cold, state.best_params),
+                                    X_refit, y_refit, data.X_test, data.y_test, final_tol)
+        model, model_metrics = jax.device_get(model), {k: float(v) for k, v in metrics.items()}
+        theta0 = bilevel.problem.init_hparams(data)
+        initial = {"hparams": {k: np.asarray(v).tolist() for k, v in bilevel.problem.hparams(theta0).items()},
+                   "val_loss": state.initial_val_loss, **test_metrics(theta0, None)}
+    best_metrics = dict(state.best_metrics or {})
+    best_metrics.update(model_metrics or {})
     final_metrics = history[-1] if history else {}
     best_hparams = {k: np.asarray(v).tolist() for k, v in bilevel.problem.hparams(state.best_theta).items()}
-    return FitResult(state, history, best_hparams, final_metrics, state.best_metrics or {}, status,
-                     compile_time, time.perf_counter() - start + compile_time, compiled_temp_mb)
+    return FitResult(state, history, best_hparams, final_metrics, best_metrics, status,
+                     compile_time, time.perf_counter() - start + compile_time, compiled_temp_mb,
+                     stop_reason=stop_reason, model=model, model_metrics=model_metrics,
+                     initial=initial, refit=refit, warnings=tuple(messages), compile=compile_info)
 
 
 def _temp_mb(executable) -> float:

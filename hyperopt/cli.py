@@ -5,7 +5,10 @@
     hyperopt-run -m mode=implicit,unrolled experiment=svm_digits hydra/launcher=joblib
 
 Each run writes into its output folder: ``config.yaml`` (resolved), ``metrics.jsonl``
-(one line per outer step), ``summary.json``, ``checkpoint.pkl`` and, with the wandb
+(one line per outer step), ``summary.json``, ``model.npz`` (the returned model: the
+problem's readout arrays, e.g. ``coef`` (and ``intercept``) or ``W``/``b``, refit at the
+chosen hyperparameters on train ∪ val; ``hparam_<name>``; for regression ``y_mean`` and
+``y_scale``, since targets were standardized), ``checkpoint.pkl`` and, with the wandb
 logger, an offline wandb run under ``wandb/``. The run returns the final validation loss,
 so a Hydra sweeper (e.g. Optuna) can minimize it.
 """
@@ -34,14 +37,16 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import hyperopt
-from hyperopt import tracking
-from hyperopt.bilevel import Bilevel, FitResult, fit
+from hyperopt import compile_cache, tracking
+from hyperopt.bilevel import REFITS, Bilevel, FitResult, StopRule, fit, model_arrays
 from hyperopt.checkpoint import FolderLock, FolderLockedError, load_checkpoint, save_checkpoint
 from hyperopt.data import DataError
+from hyperopt.folds import load_folds
 from hyperopt.linear_solve import LinearSolveError
 from hyperopt.problems.base import solver_class
 
-__all__ = ["ConfigError", "build", "check_config", "check_overrides", "run", "run_guarded", "run_main"]
+__all__ = ["ConfigError", "build", "build_bilevel", "check_config", "check_overrides", "final_line",
+           "fit_options", "run", "run_guarded", "run_main"]
 
 PROG = "hyperopt-run"
 
@@ -70,6 +75,12 @@ def _positive(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
 
 
+def _cv_folds_ok(v) -> bool:
+    if isinstance(v, str):
+        return v != ""
+    return _positive_int(v) and v >= 2 or (isinstance(v, int) and not isinstance(v, bool) and v == 0)
+
+
 def _check(cfg: DictConfig, key: str, ok, allowed: str, optional: bool = False) -> None:
     value = OmegaConf.select(cfg, key, default="__missing__")
     if value == "__missing__" or (optional and value is None):
@@ -90,14 +101,26 @@ def check_config(cfg: DictConfig) -> None:
     lr = OmegaConf.select(cfg, "outer.learning_rate")
     if not isinstance(lr, DictConfig):
         _check(cfg, "outer.learning_rate", _positive, "a positive finite number")
-    _check(cfg, "cv_folds", lambda v: isinstance(v, int) and (v == 0 or v >= 2),
-           "0 (hold-out) or an integer >= 2")
+    _check(cfg, "cv_folds", _cv_folds_ok, "0 (hold-out) or an integer >= 2, auto, or a file of fold ids")
+    _check(cfg, "cv_splitter", lambda v: isinstance(v, DictConfig) and "_target_" in v,
+           "null or a splitter config with _target_ (e.g. sklearn.model_selection.KFold)", optional=True)
+    _check(cfg, "refit", lambda v: v in REFITS, ", ".join(REFITS))
+    _check(cfg, "eval_every", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+           "an integer >= 0 (0: test metrics only at the end)")
+    _check(cfg, "stop", lambda v: isinstance(v, DictConfig) and set(v) <= set(StopRule._fields),
+           f"null or a mapping with keys {', '.join(StopRule._fields)}", optional=True)
+    for key in ("xtol", "ftol", "gtol"):
+        _check(cfg, f"stop.{key}", lambda v: _positive(v) or v == 0, "a number >= 0")
+    _check(cfg, "stop.window", _positive_int, "a positive integer")
+    _check(cfg, "compile_cache", lambda v: isinstance(v, str) and v != "", "auto, a folder, or null",
+           optional=True)
     _check(cfg, "hparam_penalty", lambda v: _positive(v) or v == 0, "a number >= 0")
     _check(cfg, "patience", _positive_int, "a positive integer or null", optional=True)
     _check(cfg, "checkpoint_every", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
     _check(cfg, "resume", lambda v: v in ("auto", True, False), "auto, true, false")
-    _check(cfg, "inner_tol", lambda v: len(v) == 3 and _positive(v[0]) and _positive(v[1])
-           and 0 < v[2] <= 1, "null or [initial > 0, final > 0, decay in (0, 1]]", optional=True)
+    _check(cfg, "inner_tol", lambda v: v == "auto" or (not isinstance(v, str) and len(v) == 3
+           and _positive(v[0]) and _positive(v[1]) and 0 < v[2] <= 1),
+           "null or [initial > 0, final > 0, decay in (0, 1]], or auto", optional=True)
     for key in ("init_l2reg", "init_l1reg"):
         _check(cfg, f"problem.{key}", _positive, "a positive number")
     _check(cfg, "problem.l2reg", _positive, "a positive number")
@@ -162,7 +185,13 @@ def _summary(result: FitResult, labels: dict, bilevel: Bilevel, data) -> dict:
         "hparams": result.best_hparams,
         "final_hparams": {k: np.asarray(v).tolist()
                           for k, v in bilevel.problem.hparams(result.state.theta).items()},
+        "stop_reason": result.stop_reason,
+        "initial": result.initial or {},
+        "returned": {"refit": result.refit, "hparams": result.best_hparams,
+                     "val_loss": result.best_metrics.get("val_loss"), **(result.model_metrics or {})},
+        "warnings": list(result.warnings),
         "total_time": result.total_time, "compile_time": result.compile_time,
+        "compile": result.compile,
         # XLA's temporary buffers of the compiled step: per run, comparable across modes
         "peak_memory_mb": result.compiled_temp_mb,
         # the process's peak RSS: shared by all runs of a sweep in one process
@@ -179,21 +208,59 @@ def _summary(result: FitResult, labels: dict, bilevel: Bilevel, data) -> dict:
 def build(cfg: DictConfig):
     """Dataset, :class:`~hyperopt.bilevel.Bilevel` and run labels from a composed config."""
     data = instantiate(cfg.dataset, seed=cfg.seed, dtype=cfg.precision)
+    bilevel = build_bilevel(cfg)
+    bilevel.problem.check_data(data)
+    labels = {"problem": bilevel.problem.name, "dataset": data.name, "mode": cfg.mode.name,
+              "solver": solver_class(bilevel.make_solver).__name__}
+    labels.update(tracking.run_labels({k: {"name": v} for k, v in labels.items()}))
+    return data, bilevel, labels
+
+
+def build_bilevel(cfg: DictConfig, cv_folds=None) -> Bilevel:
+    """The :class:`~hyperopt.bilevel.Bilevel` of a composed config (``cv_folds`` replaces the
+    config's folds, e.g. for data that are not a config's dataset)."""
     problem = instantiate(cfg.problem, _convert_="all")
-    problem.check_data(data)
     linear_solve = cfg.mode.get("linear_solve") or {}
     make_solver = functools.partial(
         instantiate(cfg.solver, _convert_="all"), implicit_diff=cfg.mode.implicit_diff,
         implicit_diff_solve=instantiate(linear_solve) if "_target_" in linear_solve else None)
     bilevel = Bilevel(problem=problem, make_solver=make_solver,
                       optimizer=instantiate(cfg.outer, _convert_="all"),
-                      hparam_penalty=cfg.hparam_penalty, cv_folds=cfg.cv_folds,
-                      inner_tol=tuple(cfg.inner_tol) if cfg.inner_tol is not None else None)
+                      hparam_penalty=cfg.hparam_penalty, cv_folds=_cv(cfg) if cv_folds is None else cv_folds,
+                      inner_tol=cfg.inner_tol if cfg.inner_tol in (None, "auto") else tuple(cfg.inner_tol))
     bilevel.inner  # noqa: B018 - fails early (one line) when the problem cannot use the solver
-    labels = {"problem": problem.name, "dataset": data.name, "mode": cfg.mode.name,
-              "solver": solver_class(make_solver).__name__}
-    labels.update(tracking.run_labels({k: {"name": v} for k, v in labels.items()}))
-    return data, bilevel, labels
+    return bilevel
+
+
+def fit_options(cfg: DictConfig) -> dict:
+    """The keyword arguments of :func:`~hyperopt.bilevel.fit` that a config sets."""
+    return {"patience": cfg.patience, "min_delta": cfg.min_delta, "seed": cfg.seed,
+            "stop": _stop_rule(cfg), "refit": cfg.refit, "eval_every": cfg.eval_every}
+
+
+def _cv(cfg: DictConfig):
+    """What defines the outer loss's folds: a splitter, fold ids from a file, or cv_folds."""
+    if cfg.get("cv_splitter") is not None:
+        if cfg.cv_folds not in (0, "auto"):
+            raise ConfigError(f"cv_folds={cfg.cv_folds!r} and cv_splitter are both set; allowed: one "
+                              "of them (cv_folds=auto with a splitter)")
+        return instantiate(cfg.cv_splitter, _convert_="all")
+    if isinstance(cfg.cv_folds, str) and cfg.cv_folds != "auto":
+        return load_folds(cfg.cv_folds)
+    return cfg.cv_folds
+
+
+def _stop_rule(cfg: DictConfig) -> StopRule | None:
+    stop = cfg.get("stop")
+    return None if stop is None else StopRule(**OmegaConf.to_container(stop))
+
+
+def _enable_compile_cache(cfg: DictConfig) -> None:
+    value = cfg.get("compile_cache")
+    if value is None:
+        compile_cache.disable()
+    else:
+        compile_cache.enable(None if value == "auto" else value)
 
 
 def _lock_output(out_dir: Path) -> FolderLock:
@@ -275,11 +342,13 @@ def run(cfg: DictConfig) -> float:
     logging.getLogger("jax").setLevel(logging.WARNING)  # Hydra sets the root logger to INFO
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     jax.config.update("jax_enable_x64", cfg.precision == "float64")
+    _enable_compile_cache(cfg)  # before the first compilation of the process
     data, bilevel, labels = build(cfg)
 
     with _lock_output(out_dir):
         state = _resume_state(cfg, out_dir)
-        if state is not None and state.step >= cfg.steps and (out_dir / "summary.json").exists():
+        if state is not None and (out_dir / "summary.json").exists() and (
+                state.step >= cfg.steps or tracking.read_summary(out_dir).get("status") == "converged"):
             print(f"{PROG}: {out_dir} already holds a finished run ({state.step} steps); nothing "
                   "to do (raise steps= to continue it)", file=sys.stderr)
             return float(tracking.read_summary(out_dir).get("final", {}).get("val_loss", math.inf))
@@ -290,8 +359,7 @@ def run(cfg: DictConfig) -> float:
                 tracker.log_config(OmegaConf.to_container(cfg, resolve=True) | {"run": labels})
                 with warnings.catch_warnings():
                     warnings.simplefilter("once")
-                    result = fit(bilevel, data, cfg.steps, state=state, patience=cfg.patience,
-                                 min_delta=cfg.min_delta, seed=cfg.seed,
+                    result = fit(bilevel, data, cfg.steps, state=state, **fit_options(cfg),
                                  callback=_on_step(cfg, out_dir, tracker, progress),
                                  should_stop=lambda: stop["requested"])
                 progress.close()
@@ -302,6 +370,9 @@ def run(cfg: DictConfig) -> float:
                           "loss); the best hyperparameters so far are kept in summary.json",
                           file=sys.stderr)
                 summary = _summary(result, labels, bilevel, data)
+                if result.model is not None:
+                    np.savez(out_dir / MODEL_FILE, **_model_file(result, data))
+                    summary["returned"]["model_file"] = MODEL_FILE
                 if "image_shape" in summary:
                     images = np.asarray(bilevel.problem.images(result.state.best_theta))
                     np.save(out_dir / "images.npy", images.reshape(images.shape[0], -1))  # (k, d)
@@ -309,15 +380,35 @@ def run(cfg: DictConfig) -> float:
             finally:
                 tracker.finish()
 
-    best = result.best_metrics
-    print(f"{PROG}: {result.status} after {result.state.step} steps "
-          f"({result.total_time:.1f} s, {result.compile_time:.1f} s compiling); best outer loss "
-          f"{best.get('outer_loss', math.nan):.6g} at step {result.state.best_step}, "
-          f"test loss {best.get('test_loss', math.nan):.6g}; hparams "
-          f"{_short(result.best_hparams)}; output {out_dir}")
+    print(final_line(summary, out_dir))
     if result.status == "interrupted":
         sys.exit(130)
     return float(result.final_metrics.get("val_loss", math.inf))
+
+
+MODEL_FILE = "model.npz"
+
+
+def _model_file(result: FitResult, data) -> dict:
+    """The arrays of ``model.npz``: the returned model, its hyperparameters, the target scale."""
+    arrays = model_arrays(result.model)
+    arrays.update({f"hparam_{k}": np.asarray(v) for k, v in result.best_hparams.items()})
+    if data.task == "regression":
+        arrays.update(y_mean=np.asarray(data.y_mean), y_scale=np.asarray(data.y_scale))
+    return arrays
+
+
+def final_line(summary: dict, out_dir) -> str:
+    """The line ``hyperopt-run`` ends with: status, time, validation and test loss at the
+    initial hyperparameters and at the returned ones (numbers from ``summary``)."""
+    initial, returned = summary.get("initial") or {}, summary.get("returned") or {}
+    fmt = lambda v: "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
+    cached = " from cache" if (summary.get("compile") or {}).get("from_cache") else ""
+    return (f"{PROG}: {summary['status']} after {summary['steps']} steps "
+            f"({summary['total_time']:.1f} s, {summary['compile_time']:.1f} s compiling{cached}): "
+            f"val loss {fmt(initial.get('val_loss'))} -> {fmt(returned.get('val_loss'))}, "
+            f"test loss {fmt(initial.get('test_loss'))} -> {fmt(returned.get('test_loss'))}; "
+            f"{_short(summary['hparams'])}; output {out_dir}")
 
 
 def _short(hparams: dict) -> str:

@@ -42,7 +42,8 @@ def test_ridge_outer_loop_finds_the_grid_optimum(diabetes, best_grid_lambda, imp
     assert abs(lam - best_grid_lambda) / best_grid_lambda < 0.01, (lam, best_grid_lambda)
     # the reported best loss is the true validation loss at the reported λ
     assert abs(result.best_metrics["val_loss"] - _ridge_val_loss(lam, diabetes)) < 1e-9
-    assert result.status == "completed"
+    # the outer stopping rule (on by default) ends the run once adam has settled
+    assert result.status == "converged" and len(result.history) < 80, result.stop_reason
     record = result.history[-1]
     assert record["inner_converged"] and record["inner_iterations"] > 0
     assert (record["linear_residual"] < 1e-10) if implicit else record["linear_residual"] is None
@@ -99,13 +100,14 @@ def test_resume_from_checkpoint_matches_uninterrupted(diabetes, tmp_path):
 
 def test_per_feature_cross_validation_does_not_overfit():
     """30 per-feature penalties on breast_cancer over-fit a hold-out split (ANCHORS: val 0.023,
-    test 0.088 vs 0.082 for one λ); 5-fold CV plus a shrinkage penalty keeps test loss down."""
+    test 0.088 vs 0.082 for one λ); 5-fold CV plus a shrinkage penalty keeps test loss down.
+    Both returned models are refit on train ∪ val (measured: 0.0789 vs 0.0933)."""
     data = load_dataset("breast_cancer", seed=0)
     solver = functools.partial(hyperopt.LBFGS, maxiter=300)
-    single = fit(Bilevel(Logistic(), solver, optax.adam(0.2)), data, steps=50)
+    holdout = fit(Bilevel(Logistic(per_feature=True), solver, optax.adam(0.2)), data, steps=50)
     cv = fit(Bilevel(Logistic(per_feature=True), solver, optax.adam(0.2), cv_folds=5,
                      hparam_penalty=0.01), data, steps=50)
-    assert cv.best_metrics["test_loss"] < single.best_metrics["test_loss"]
+    assert cv.best_metrics["test_loss"] < holdout.best_metrics["test_loss"]
 
 
 def test_ill_conditioned_p_much_larger_than_n_stays_finite():

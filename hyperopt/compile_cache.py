@@ -1,0 +1,167 @@
+"""JAX's persistent compilation cache: compile a program once per machine, not once per run.
+
+A run's compiled programs are stored in a cache folder on disk, keyed by the program, its
+shapes, the JAX version and the backend; a later process (the next run, or the other jobs
+of a sweep) that builds the same program reads it back instead of compiling it. The data
+values are not part of the key (the data are arguments of the compiled step), so runs on
+other seeds or splits of the same shapes share the entries.
+
+:func:`enable` turns the cache on for this process (``hyperopt-run`` does so by default,
+``compile_cache=<dir>|null``); :class:`CompileWatch` counts, around some compilations,
+how many came from the cache (from JAX's own ``/jax/compilation_cache/*`` monitoring
+events, so it says what JAX did, not what we guess).
+
+Programs that contain host callbacks (``jax.debug.callback``/``print``) are never cached
+by JAX; the outer loop therefore keeps them out of its compiled step (see
+:mod:`hyperopt.bilevel`).
+
+Example:
+    >>> from hyperopt import compile_cache
+    >>> compile_cache.enable()                      # ~/.cache/hyperopt/jax, or $XDG_CACHE_HOME
+    >>> with compile_cache.CompileWatch() as watch:
+    ...     jax.jit(f).lower(x).compile()
+    >>> watch.hits, watch.misses
+    (1, 0)
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import jax
+
+__all__ = ["CompileWatch", "default_dir", "disable", "enable", "enabled_dir"]
+
+# A bound on the disk the cache may use; JAX evicts least recently used entries beyond it
+# (eviction needs the ``filelock`` package, which also serializes concurrent sweep jobs'
+# reads and writes; without it the cache is unbounded).
+MAX_SIZE_BYTES = 2 * 2**30
+
+_EVENTS = {
+    "/jax/compilation_cache/compile_requests_use_cache": "requests",
+    "/jax/compilation_cache/cache_hits": "hits",
+    "/jax/compilation_cache/cache_misses": "misses",
+}
+_DURATIONS = {"/jax/compilation_cache/cache_retrieval_time_sec": "retrieval_s"}
+_counts = dict.fromkeys([*_EVENTS.values(), *_DURATIONS.values()], 0)
+_lock = threading.Lock()
+_listening = False
+
+
+def default_dir() -> Path:
+    """``$XDG_CACHE_HOME/hyperopt/jax``, else ``~/.cache/hyperopt/jax``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "hyperopt" / "jax"
+
+
+def enable(path: str | os.PathLike | None = None) -> Path:
+    """Turns the persistent cache on in ``path`` (default :func:`default_dir`); returns it.
+
+    Every program is cached, however small or quick to compile (JAX's defaults skip
+    programs compiled in under a second, which is most of ours). Call it before the first
+    compilation of the process: JAX decides once per process whether the cache is used
+    (this function resets that decision if it was already taken).
+
+    Raises:
+      ValueError: the folder cannot be created or written.
+    """
+    path = Path(default_dir() if path is None else path).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"compile_cache={str(path)!r} is not a writable folder "
+                         f"({e.strerror or e}); allowed: a writable folder or null") from None
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    jax.config.update("jax_compilation_cache_max_size", MAX_SIZE_BYTES if _has_filelock() else -1)
+    _reset_jax_decision()
+    _listen()
+    return path
+
+
+def disable() -> None:
+    """Turns the persistent cache off for the rest of the process."""
+    jax.config.update("jax_compilation_cache_dir", None)
+    _reset_jax_decision()
+
+
+def enabled_dir() -> Path | None:
+    """The cache folder in use, or ``None``."""
+    value = jax.config.jax_compilation_cache_dir
+    return Path(value) if value else None
+
+
+class CompileWatch:
+    """Counts JAX's persistent-cache events while the ``with`` block runs.
+
+    Attributes (after the block): ``requests`` (compilations that consulted the cache),
+    ``hits``, ``misses`` and ``retrieval_s`` (time spent reading entries).
+    """
+
+    def __enter__(self):
+        _listen()
+        with _lock:
+            self._start = dict(_counts)
+        return self
+
+    def __exit__(self, *exc):
+        with _lock:
+            for key, value in _counts.items():
+                setattr(self, key, value - self._start[key])
+
+    @property
+    def from_cache(self) -> bool:
+        """Every compilation in the block was read from the cache (and there was one)."""
+        return self.requests > 0 and self.hits == self.requests
+
+    def as_dict(self) -> dict:
+        return {"requests": self.requests, "hits": self.hits, "misses": self.misses,
+                "retrieval_s": self.retrieval_s}
+
+
+def _on_event(event: str, **kwargs) -> None:
+    key = _EVENTS.get(event)
+    if key is not None:
+        with _lock:
+            _counts[key] += 1
+
+
+def _on_duration(event: str, duration: float, **kwargs) -> None:
+    key = _DURATIONS.get(event)
+    if key is not None:
+        with _lock:
+            _counts[key] += duration
+
+
+def _listen() -> None:
+    global _listening
+    with _lock:
+        if _listening:
+            return
+        _listening = True
+    jax.monitoring.register_event_listener(_on_event)
+    jax.monitoring.register_event_duration_secs_listener(_on_duration)
+
+
+def _has_filelock() -> bool:
+    try:
+        import filelock  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _reset_jax_decision() -> None:
+    # JAX checks once per process whether the cache is on (at the first compilation) and
+    # keeps the answer; reset it so that enabling after a compilation takes effect.
+    from jax._src import compilation_cache
+
+    reset = getattr(compilation_cache, "reset_cache", None)
+    if reset is not None:
+        reset()
