@@ -428,12 +428,12 @@ def write_report(path: str | Path, out: str | Path | None = None) -> Path:
             ),
         ),
         "step_cost.png": (
-            "Hypergradient time and inner iterations per outer step",
+            "Time and inner iterations per outer step",
             _series_figure(
                 runs,
                 modes,
                 [
-                    ("step", "hypergrad_time", "outer step"),
+                    ("step", "step_time", "outer step"),
                     ("step", "inner_iterations", "outer step"),
                 ],
             ),

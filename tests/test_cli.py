@@ -121,7 +121,7 @@ def _final_theta(run_dir: Path):
 
 @pytest.mark.slow
 def test_sigkill_then_rerun_resumes_to_the_same_result(tmp_path):
-    args = ["experiment=ridge_diabetes", "steps=1000", "checkpoint_every=5", "logger=none"]
+    args = ["experiment=ridge_diabetes", "steps=1000", "checkpoint_every=5", "logger=none", "stop=null"]
     full = hyperopt_run(*args, f"hydra.run.dir={tmp_path}/full", cwd=tmp_path)
     assert full.returncode == 0, full.stderr
     run_dir = tmp_path / "killed"
@@ -142,7 +142,7 @@ def test_sigkill_then_rerun_resumes_to_the_same_result(tmp_path):
 @pytest.mark.slow
 def test_sigint_saves_and_stops_cleanly(tmp_path):
     run_dir = tmp_path / "run"
-    proc = start_hyperopt_run("steps=100000", "checkpoint_every=0", "logger=none",
+    proc = start_hyperopt_run("steps=100000", "checkpoint_every=0", "logger=none", "stop=null",
                               f"hydra.run.dir={run_dir}", cwd=tmp_path,
                               wait_for=run_dir / "metrics.jsonl", output=subprocess.PIPE)
     proc.send_signal(signal.SIGINT)
@@ -158,7 +158,7 @@ def test_sigint_saves_and_stops_cleanly(tmp_path):
 @pytest.mark.slow
 def test_second_run_on_a_busy_folder_is_refused(tmp_path):
     run_dir = tmp_path / "run"
-    first = start_hyperopt_run("steps=100000", "logger=none", f"hydra.run.dir={run_dir}",
+    first = start_hyperopt_run("steps=100000", "logger=none", "stop=null", f"hydra.run.dir={run_dir}",
                                cwd=tmp_path, wait_for=run_dir / "metrics.jsonl")
     try:
         second = hyperopt_run("steps=2", "logger=none", f"hydra.run.dir={run_dir}", cwd=tmp_path)
