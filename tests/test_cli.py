@@ -161,6 +161,13 @@ def test_progress_is_shown_only_on_a_terminal(stream, monkeypatch):
         assert shown == "hyperopt-run: warning: a line between updates\n"
 
 
+@pytest.mark.parametrize("launcher, shown", [("basic", True), ("joblib", False)])
+def test_no_progress_bars_from_the_parallel_jobs_of_a_sweep(launcher, shown, tmp_path, monkeypatch):
+    compose_run_config(tmp_path, ["hydra.mode=MULTIRUN", f"hydra/launcher={launcher}"])  # sets HydraConfig
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    assert cli._shows_progress() is shown
+
+
 def test_every_config_file_has_a_one_line_description():
     """``hyperopt-run --help`` shows each option with the first comment of its file."""
     for path in CONFIGS.rglob("*.yaml"):
