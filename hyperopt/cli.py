@@ -166,6 +166,18 @@ def _warn_once(seen: set, key: str, write, message: str) -> None:
         write(f"{PROG}: warning: {message}")
 
 
+def _show_warnings_once(progress: _Progress):
+    """A ``warnings.showwarning`` that prints one line per kind of warning and run (the library
+    warns per call, e.g. a LinearSolveWarning at every outer step, each with its own numbers)."""
+    seen: set = set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = str(message).strip().splitlines()
+        _warn_once(seen, category.__name__, progress.write, f"{category.__name__}: {text[0] if text else ''}")
+
+    return show
+
+
 def _sweep_group(cfg: DictConfig, labels: dict) -> str | None:
     if cfg.logger.get("group"):
         return cfg.logger.group
@@ -352,8 +364,9 @@ def run(cfg: DictConfig) -> float:
             tracker = _make_trackers(cfg, out_dir, labels, state.step if state else 0)
             try:
                 tracker.log_config(OmegaConf.to_container(cfg, resolve=True) | {"run": labels})
-                with warnings.catch_warnings():
-                    warnings.simplefilter("once")
+                with warnings.catch_warnings():  # restores the filters and showwarning after
+                    warnings.simplefilter("always")
+                    warnings.showwarning = _show_warnings_once(progress)
                     result = fit(bilevel, data, cfg.steps, state=state, patience=cfg.patience,
                                  min_delta=cfg.min_delta, seed=cfg.seed,
                                  callback=_on_step(cfg, out_dir, tracker, progress),

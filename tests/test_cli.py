@@ -285,3 +285,25 @@ def test_wheel_ships_the_configs(tmp_path):
     expected = {f"hyperopt/configs/{p.relative_to(CONFIGS).as_posix()}" for p in CONFIGS.rglob("*.yaml")}
     assert "hyperopt/configs/config.yaml" in expected and expected <= names
     assert "hyperopt/cli.py" in names
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (["solver.maxiter=2"], [r"inner solver stopped at solver\.maxiter=2 with error [\d.e+-]+ > tol 1e-10"]),
+    (["mode/linear_solve=cg", "mode.linear_solve.maxiter=1"],
+     [r"LinearSolveWarning: solve_cg did not converge: relative residual [\d.e+-]+ > ",
+      r"implicit linear solve residual [\d.e+-]+ at outer step 0"]),
+])
+def test_an_inaccurate_step_warns_once_per_run(overrides, expected, tmp_path, capsys):
+    """The README's 'when things go wrong': one line per kind of warning and run (not one per
+    outer step), and the numbers of every step in metrics.jsonl."""
+    cfg = compose_run_config(tmp_path, ["logger=none", "steps=3", "checkpoint_every=0", *overrides])
+    cli.run(cfg)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == len(expected), lines
+    for line, pattern in zip(lines, expected, strict=True):
+        assert line.startswith("hyperopt-run: warning: ") and re.search(pattern, line), line
+    records = tracking.read_metrics(tmp_path)
+    if "solver.maxiter=2" in overrides:
+        assert not any(r["inner_converged"] for r in records) and all(r["inner_iterations"] == 2 for r in records)
+    else:
+        assert all(r["linear_residual"] > 1e-6 for r in records)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from clihelpers import console_script
+from omegaconf import OmegaConf
 
 from hyperopt import cli, tracking
 
@@ -122,6 +123,21 @@ def test_quick_start_shows_the_commands_of_the_help():
     assert all(line in help_lines for line in readme)
 
 
+def test_readme_lists_every_config_option():
+    """The README's list of config groups and top-level options is the configs/ folder's."""
+    text = " ".join(README.read_text().split("Config groups (`configs/`")[1].split("\n\n")[0].split())
+    configs = Path(cli._config_dir())
+    listed = {}
+    for group, inside in re.findall(r"`([\w/]+)/` \(([^)]*)\)", text):
+        parts = [piece.strip() for part in inside.split(",") for piece in part.split(":")]
+        listed[group] = sorted(part for part in parts if part.isidentifier())
+    groups = {d.relative_to(configs).as_posix() for d in configs.rglob("*") if any(d.glob("*.yaml"))} - {"."}
+    assert listed == {g: sorted(p.stem for p in (configs / g).glob("*.yaml")) for g in groups}
+    options = re.findall(r"`(\w+)", text.split("Top-level options:")[1].split(". ")[0])
+    top = OmegaConf.load(configs / "config.yaml")
+    assert options and all(option in top for option in options), options
+
+
 def test_readme_commands_parse_as_a_shell_would():
     text = "```bash\na --x 'q r' && b  # note\nc \\\n  d\n```\n```text\nhyperopt-run: done\n```\n```\nhyperopt-run x=1\n```\n"
     commands, stray = readme_commands(text)
@@ -196,8 +212,10 @@ def _check(command: str, proc, folder: Path) -> str | None:
         return f"exit {proc.returncode}: {proc.stderr.strip()[-1500:]}"
     tokens = shlex.split(command)
     if tokens[0] == "hyperopt-report":
-        out = folder / (tokens[tokens.index("--out") + 1] if "--out" in tokens else tokens[1])
-        return None if (out / "report.html").is_file() else f"no report.html in {out}"
+        out = tokens[tokens.index("--out") + 1] if "--out" in tokens else tokens[1]
+        figures = [f for f in re.findall(r"!\[[^]]*\]\(([^)]+)\)", README.read_text()) if f.startswith(out + "/")]
+        missing = [f for f in [f"{out}/report.html", *figures] if not (folder / f).is_file()]
+        return f"the README shows {missing}, which the command did not write" if missing else None
     if tokens[0] == "hyperopt-run":
         summaries = [tracking.read_summary(p.parent) for p in folder.rglob("summary.json")]
         jobs = 1
@@ -206,6 +224,10 @@ def _check(command: str, proc, folder: Path) -> str | None:
                 jobs *= len(token.split("=", 1)[1].split(","))
         if len(summaries) < jobs or any(s["status"] != "completed" for s in summaries):
             return f"expected {jobs} completed runs, found {[s['status'] for s in summaries]}"
+        for run_dir in (p.parent for p in folder.rglob("summary.json")):  # what the README says a run holds
+            missing = [f for f in ("config.yaml", "metrics.jsonl", "checkpoint.pkl") if not (run_dir / f).is_file()]
+            if missing:
+                return f"{run_dir} lacks {missing}"
         if "logger=none" not in command + " ".join(APPENDED[command]) and not list(folder.rglob("offline-run-*")):
             return "no offline wandb run"
     return None
