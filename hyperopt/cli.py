@@ -359,9 +359,9 @@ def run(cfg: DictConfig) -> float:
             print(f"{PROG}: {out_dir} already holds a finished run ({state.step} steps); nothing "
                   "to do (raise steps= to continue it)", file=sys.stderr)
             return float(tracking.read_summary(out_dir).get("final", {}).get("val_loss", math.inf))
-        progress = _Progress(cfg.steps, done=state.step if state else 0)
         with _stop_on_sigint() as stop:  # before anything is written: Ctrl-C always ends cleanly
             tracker = _make_trackers(cfg, out_dir, labels, state.step if state else 0)
+            progress = _Progress(cfg.steps, done=state.step if state else 0)  # after wandb's own lines
             try:
                 tracker.log_config(OmegaConf.to_container(cfg, resolve=True) | {"run": labels})
                 with warnings.catch_warnings():  # restores the filters and showwarning after
@@ -535,7 +535,8 @@ def help_text() -> str:
         "flags:",
         *table([("-m, --multirun", "a sweep, one job per combination: -m mode=implicit,unrolled"),
                 ("--cfg job", "print the composed config instead of running"),
-                ("-h, --help", "this help (--hydra-help: Hydra's own flags)")]), "",
+                ("-h, --help", "this help (--hydra-help: Hydra's own flags)"),
+                ("--version", f"{PROG}'s version")]), "",
         "Each run writes config.yaml, metrics.jsonl, summary.json and checkpoint.pkl into",
         "outputs/DATE/TIME (hydra.run.dir=...), a sweep into multirun/DATE/TIME/N",
         "(hydra.sweep.dir=...); hyperopt-report FOLDER compares the runs. More: README.md.",
@@ -712,11 +713,14 @@ def check_overrides(args: list[str]) -> None:
             _check_group_option(o, loader)
         cfg = _compose([o.input_line for o in overrides if not o.is_sweep_override()], overrides, loader)
         multirun = flags.multirun or cfg.hydra.mode == RunMode.MULTIRUN  # -m, or hydra.mode=MULTIRUN
-        for o in overrides:
-            if o.is_sweep_override() and not multirun:
-                key = o.key_or_group
+        for o in (o for o in overrides if o.is_sweep_override()):
+            key = o.key_or_group
+            if not multirun:
                 raise ConfigError(f"{o.input_line} is a sweep; allowed: -m (--multirun) to run one job "
                                   f"per value, {key}=[a,b] for a list, or quotes for a string: {key}='a,b'")
+            if o.is_hydra_override():
+                raise ConfigError(f"{o.input_line}: Hydra's own settings take one value in a sweep; "
+                                  "allowed: sweeps over the run's settings")
         jobs = _jobs(overrides, cfg.hydra.sweeper._target_.endswith(".BasicSweeper")) if multirun else [None]
         for job in jobs:
             if job is not None:
@@ -739,6 +743,11 @@ def check_overrides(args: list[str]) -> None:
 def run_main() -> None:
     """Console script ``hyperopt-run``: ``--help``, the command-line check, then Hydra."""
     args = sys.argv[1:]
+    if "--version" in args:
+        from importlib.metadata import version
+
+        print(f"{PROG} {version('hyperopt-jax')} (Hydra {hydra.__version__})")
+        return
     try:
         if _parse_command_line(args).help:
             print(help_text())

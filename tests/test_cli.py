@@ -192,8 +192,9 @@ def test_help_lists_every_experiment_option_and_default():
 
 @pytest.mark.slow
 def test_help_through_the_console_script(tmp_path):
-    helped, short, hydra_help = hyperopt_run_many([(["--help"], tmp_path), (["-h"], tmp_path),
-                                                   (["--hydra-help"], tmp_path)])
+    helped, short, hydra_help, version = hyperopt_run_many(
+        [(["--help"], tmp_path), (["-h"], tmp_path), (["--hydra-help"], tmp_path), (["--version"], tmp_path)])
+    assert version.returncode == 0 and re.fullmatch(r"hyperopt-run \d+\.\d+\.\d+\S* \(Hydra [\d.]+\)\n", version.stdout)
     assert helped.returncode == 0 and helped.stdout.strip() == cli.help_text() and helped.stderr == ""
     assert short.returncode == 0 and short.stdout == helped.stdout
     assert hydra_help.returncode == 0 and "Hydra" in hydra_help.stdout and "--hydra-help" in hydra_help.stdout

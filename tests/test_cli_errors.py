@@ -105,6 +105,7 @@ OVERRIDE_CASES = [
     ("interval_with_basic_sweeper", ["-m", "steps=interval(1,3)"], r"basic sweeper runs lists of values"),
     ("bad_value_in_a_sweep", ["-m", "steps=2,0"], r"steps=0; allowed: a positive integer"),
     ("unknown_launcher", ["-m", "hydra/launcher=nope"], r"hydra/launcher=nope; allowed: basic, .*pip install"),
+    ("sweep_over_hydra", ["-m", "hydra/launcher=basic,joblib"], r"Hydra's own settings take one value in a sweep"),
     ("unknown_hydra_key", ["hydra.foo=1"], r"unknown key 'hydra.foo'; allowed: the keys of hydra \(run, sweep"),
     ("unresolvable_interpolation", ["solver.maxiter=${nope}"], r"solver.maxiter: Interpolation key 'nope' not found"),
     ("list_where_a_number_belongs", ["inner_tol=5"], r"inner_tol=5; allowed: null or \[initial"),
