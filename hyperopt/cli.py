@@ -139,15 +139,23 @@ class _Progress:
     and time left. Silent when stderr is not a terminal (logs, pipes, files)."""
 
     def __init__(self, steps: int, done: int = 0):
+        self.steps, self.timed = steps, False
+        self.bar = self._bar(done, "compiling the first step", leave=False)
+
+    def _bar(self, done: int, postfix: str, **options):
         from tqdm import tqdm
 
-        self.bar = tqdm(total=steps, initial=done, desc=PROG, unit="step", file=sys.stderr,
-                        dynamic_ncols=True, disable=not _shows_progress())
+        return tqdm(total=self.steps, initial=done, desc=PROG, unit="step", file=sys.stderr,
+                    dynamic_ncols=True, disable=not _shows_progress(), postfix=postfix, **options)
 
     def update(self, record: dict) -> None:
-        self.bar.set_postfix_str(f"outer loss {record['outer_loss']:.5g}, inner iters "
-                                 f"{record['inner_iterations']}", refresh=False)
-        self.bar.update(1)
+        postfix = f"outer loss {record['outer_loss']:.5g}, inner iters {record['inner_iterations']}"
+        if not self.timed:  # the first step includes compiling: rate and time left count from here
+            self.bar.close()
+            self.bar, self.timed = self._bar(record["step"] + 1, postfix), True
+        else:
+            self.bar.set_postfix_str(postfix, refresh=False)
+            self.bar.update(1)
 
     def write(self, message: str) -> None:
         """A line on stderr that does not break the bar."""
