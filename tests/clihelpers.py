@@ -1,9 +1,11 @@
-"""Helpers for driving hyperopt-run in tests: in-process (compose + run) or as a subprocess."""
+"""Helpers for driving hyperopt-run in tests: in-process (compose + run), or as a user runs it,
+through the installed console script in a subprocess."""
 
 import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -26,7 +28,11 @@ def compose_run_config(run_dir: Path, overrides: list[str]):
     return cfg
 
 
-CODE = "import sys; from hyperopt.cli import run_main; sys.argv[0] = 'hyperopt-run'; run_main()"
+def console_script(name: str) -> str:
+    """The installed console script ``name`` of this environment (next to the interpreter)."""
+    path = Path(sys.executable).parent / name
+    assert path.is_file(), f"{path} is missing: install the package first (pip install -e .)"
+    return str(path)
 
 
 def _env(env: dict | None) -> dict:
@@ -35,15 +41,26 @@ def _env(env: dict | None) -> dict:
 
 def hyperopt_run(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None,
                  **popen) -> subprocess.CompletedProcess:
-    """Runs the real console entry point in a subprocess, to completion."""
-    return subprocess.run([sys.executable, "-c", CODE, *args], cwd=cwd, env=_env(env),
+    """Runs the ``hyperopt-run`` console script in a subprocess, to completion."""
+    return subprocess.run([console_script("hyperopt-run"), *args], cwd=cwd, env=_env(env),
                           capture_output=True, text=True, timeout=timeout, **popen)
+
+
+def hyperopt_run_many(commands: list[tuple[list[str], Path]], timeout: float = 300,
+                      workers: int | None = None) -> list[subprocess.CompletedProcess]:
+    """Runs each ``(args, cwd)`` as its own ``hyperopt-run`` process, a few at a time (most of a
+    rejected command's time is the interpreter starting and importing: parallel processes share
+    the cores)."""
+    workers = workers or (os.cpu_count() or 2) + 1
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda command: hyperopt_run(*command[0], cwd=command[1], timeout=timeout),
+                             commands))
 
 
 def start_hyperopt_run(*args: str, cwd: Path, wait_for: Path, output=subprocess.DEVNULL,
                        timeout: float = 120) -> subprocess.Popen:
-    """Starts the real entry point in the background and returns once ``wait_for`` exists."""
-    proc = subprocess.Popen([sys.executable, "-c", CODE, *args], cwd=cwd, env=_env(None),
+    """Starts the console script in the background and returns once ``wait_for`` exists."""
+    proc = subprocess.Popen([console_script("hyperopt-run"), *args], cwd=cwd, env=_env(None),
                             stdout=output, stderr=output, text=True)
     deadline = time.time() + timeout
     while not wait_for.exists() and time.time() < deadline and proc.poll() is None:

@@ -3,10 +3,12 @@ exit status 2, no traceback, and nothing already written is touched."""
 
 import json
 import re
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
-from clihelpers import compose_run_config, hyperopt_run
+from clihelpers import compose_run_config, hyperopt_run_many
 
 from hyperopt import cli
 
@@ -86,24 +88,145 @@ def test_bad_input_is_one_clear_line(case, tmp_path, capsys):
     assert re.search(pattern, line), line
 
 
-@pytest.mark.parametrize("args, pattern", [
-    (["dataset=nope"], r"dataset=nope; allowed: breast_cancer, diabetes, digits"),
-    (["foo=1"], r"unknown key 'foo'; allowed: existing keys .* or \+foo=\.\.\."),
-    (["-m", "mode=implicit,bogus"], r"mode=bogus; allowed: implicit, unrolled"),
-    (["solver.foo=1"], r"unknown key 'solver.foo'"),
+# Bad command lines that the check before Hydra refuses (hyperopt.cli.check_overrides).
+OVERRIDE_CASES = [
+    ("unknown_option", ["dataset=nope"], r"dataset=nope; allowed: breast_cancer, diabetes, digits"),
+    ("unknown_key", ["foo=1"], r"unknown key 'foo'; allowed: the top-level keys \(seed, steps, .*\), or \+foo=\.\.\."),
+    ("unknown_sweep_option", ["-m", "mode=implicit,bogus"], r"mode=bogus; allowed: implicit, unrolled"),
+    ("unknown_sub_key", ["solver.foo=1"], r"unknown key 'solver.foo'; allowed: the keys of solver \(maxiter, tol"),
+    ("unknown_nested_option", ["mode/linear_solve=nope"], r"mode/linear_solve=nope; allowed: auto, bicgstab, cg"),
+    ("nested_group_not_in_mode", ["mode=unrolled", "mode/linear_solve=cg"], r"Could not override 'mode/linear_solve'"),
+    ("required_value_left_out", ["dataset=file"], r"dataset.path is required \(\?\?\? in its config file\)"),
+    ("add_existing_key", ["+steps=3"], r"An item is already at 'steps'.*'\+\+steps=3'"),
+    ("delete_unknown_key", ["~nokey"], r"Could not delete from config. 'nokey' does not exist"),
+    ("package_of_a_group", ["dataset@foo=iris"], r"Could not override 'dataset@foo'.*\+dataset@foo=iris"),
+    ("sweep_without_m", ["mode=implicit,unrolled"], r"mode=implicit,unrolled is a sweep; allowed: -m"),
+    ("range_without_m", ["steps=range(1,3)"], r"steps=range\(1,3\) is a sweep; allowed: -m"),
+    ("interval_with_basic_sweeper", ["-m", "steps=interval(1,3)"], r"basic sweeper runs lists of values"),
+    ("bad_value_in_a_sweep", ["-m", "steps=2,0"], r"steps=0; allowed: a positive integer"),
+    ("unknown_launcher", ["-m", "hydra/launcher=nope"], r"hydra/launcher=nope; allowed: basic, .*pip install"),
+    ("sweep_over_hydra", ["-m", "hydra/launcher=basic,joblib"], r"Hydra's own settings take one value in a sweep"),
+    ("unknown_hydra_key", ["hydra.foo=1"], r"unknown key 'hydra.foo'; allowed: the keys of hydra \(run, sweep"),
+    ("unresolvable_interpolation", ["solver.maxiter=${nope}"], r"solver.maxiter: Interpolation key 'nope' not found"),
+    ("list_where_a_number_belongs", ["inner_tol=5"], r"inner_tol=5; allowed: null or \[initial"),
+    ("override_syntax", ["steps"], r"cannot parse 'steps' \(missing EQUAL"),
+    ("unknown_flag", ["--foo"], r"unrecognized arguments: --foo"),
+    ("override_after_a_flag", ["-m", "steps=2", "--resolve", "seed=1"],
+     r"unrecognized arguments: seed=1.*; allowed: the flags first"),
+    ("run_dir_uncreatable", ["hydra.run.dir=/proc/x"], r"hydra.run.dir=/proc/x: cannot create a folder in /proc"),
+    ("run_dir_read_only", ["hydra.run.dir=/proc"], r"hydra.run.dir=/proc: cannot write in /proc"),
+    ("run_dir_under_a_file", lambda d: [f"hydra.run.dir={_csv(d / 'afile', [])}/run"], r"afile is a file, not a folder"),
+    ("sweep_dir_uncreatable", ["-m", "steps=2,3", "hydra.sweep.dir=/proc/x"],
+     r"hydra.sweep.dir=/proc/x: cannot create a folder in /proc"),
+]
+
+
+def _with_defaults(args, defaults):
+    """The case's arguments, then each of ``defaults`` whose key the case does not set."""
+    keys = {a.split("=", 1)[0] for a in args}
+    return [*args, *(d for d in defaults if d.split("=", 1)[0] not in keys)]
+
+
+def _args(case, directory):
+    _, args, _ = case
+    return args(directory) if callable(args) else args
+
+
+@pytest.mark.parametrize("case", OVERRIDE_CASES, ids=[c[0] for c in OVERRIDE_CASES])
+def test_bad_command_line_is_refused_before_hydra(case, tmp_path):
+    with pytest.raises(cli.ConfigError, match=case[2]) as error:
+        cli.check_overrides(_with_defaults(_args(case, tmp_path), ["logger=none"]))
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("args", [
+    ["dataset=file", "dataset.path=data.csv", "dataset.target=price"],  # a required (???) value given
+    ["solver.maxiter=${steps}", "+foo=1", "~solver.history_size", "inner_tol=[1e-3,1e-9,0.5]"],
+    ["+dataset@extra=iris", "outer.learning_rate=${oc.decode:'0.05'}", "logger.tags=[a,b]", "logger=wandb"],
+    ["experiment=per_feature_logistic", "problem.per_feature=false", "hydra.job.chdir=false"],
+    ["-m", "mode=implicit,unrolled", "experiment=ridge_diabetes,logistic_breast_cancer", "hydra/launcher=joblib"],
+    ["-m", "steps=range(2,4)", "solver=choice(lbfgs,gradient_descent)", "dataset=glob(d*)", "mode/linear_solve=cg"],
+    ["-m", "hydra/sweeper=basic", "outer=adam_cosine", "outer.learning_rate.init_value=0.2"],
+    ["--cfg", "job", "steps=0"],  # prints the config: values are not checked, nothing runs
+    ["hydra.mode=MULTIRUN", "mode=implicit,unrolled"],  # a sweep without -m, by Hydra's config
+    ["--hydra-help"],
 ])
-def test_unknown_options_and_keys_are_one_line(args, pattern):
-    with pytest.raises(cli.ConfigError, match=pattern):
-        cli.check_overrides(args)
+def test_good_command_lines_pass_the_check(args, tmp_path):
+    cli.check_overrides(args)
 
 
-def test_cli_exit_status_and_no_traceback(tmp_path):
-    """Through the real entry point: a typo and a bad value each give one line and exit 2."""
-    for args in (["dataset=nope"], ["steps=0", "logger=none", f"hydra.run.dir={tmp_path}/r"]):
-        proc = hyperopt_run(*args, cwd=tmp_path, timeout=120)
-        assert proc.returncode == 2, proc.stderr
+def test_keys_an_experiment_adds_can_be_overridden(tmp_path, monkeypatch):
+    configs = tmp_path / "configs"
+    shutil.copytree(cli._config_dir(), configs)
+    (configs / "experiment" / "noted.yaml").write_text(
+        "# @package _global_\n# An experiment with a key of its own\nnote: hello\nsteps: 3\n")
+    monkeypatch.setattr(cli, "_config_dir", lambda: str(configs))
+    cli.check_overrides(["experiment=noted", "note=bye"])
+    with pytest.raises(cli.ConfigError, match="unknown key 'note'"):
+        cli.check_overrides(["experiment=ridge_diabetes", "note=bye"])
+
+
+def test_the_output_folder_check_creates_nothing(tmp_path):
+    cli.check_overrides([f"hydra.run.dir={tmp_path}/a/b/c"])
+    cli.check_overrides([f"hydra.run.dir={tmp_path}"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def _folder_with_a_run(directory):
+    run_dir = directory / "run"
+    run_dir.mkdir(parents=True)
+    (run_dir / "metrics.jsonl").write_text('{"step": 0, "outer_loss": 1.0}\n')
+    (run_dir / "summary.json").write_text(json.dumps({"status": "completed"}))
+    return run_dir
+
+
+# Bad input that the run itself refuses, after Hydra has composed the config.
+RUN_CASES = [
+    ("resume_false_on_a_run", lambda d: ["resume=false", f"hydra.run.dir={_folder_with_a_run(d)}"],
+     r"resume=false but .* already holds a run"),
+    ("resume_true_without_checkpoint", ["resume=true"], r"resume=true but .* holds no checkpoint"),
+    ("deleted_key_the_run_needs", ["~hparam_penalty"], r"the run needs the config key 'hparam_penalty'"),
+]
+
+
+@pytest.mark.parametrize("case", RUN_CASES, ids=[c[0] for c in RUN_CASES])
+def test_bad_input_the_run_refuses(case, tmp_path, capsys):
+    args = _args(case, tmp_path)
+    run_dir = next((a.split("=", 1)[1] for a in args if a.startswith("hydra.run.dir=")), tmp_path / "run")
+    cfg = compose_run_config(Path(run_dir), ["logger=none", "steps=2", *(a for a in args if not a.startswith("hydra."))])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run_guarded(cfg)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(case[2], err[0]), err
+
+
+def _files(directory):
+    """The files under ``directory`` with their contents (Hydra's own .hydra/ and log aside)."""
+    return {p.relative_to(directory): p.read_bytes() for p in directory.rglob("*")
+            if p.is_file() and ".hydra" not in p.parts and p.suffix != ".log" and p.name != ".lock"}
+
+
+@pytest.mark.slow
+def test_every_bad_input_through_the_console_script(tmp_path):
+    """Every case of this file as a user meets it: one ``hyperopt-run`` process per command,
+    exit status 2, one line on stderr, files already there untouched. The processes run a few at
+    a time; most of their time is the interpreter starting and importing."""
+    commands, checks = [], []
+    for name, args, pattern in [*CASES, *OVERRIDE_CASES, *RUN_CASES]:
+        directory = tmp_path / name
+        directory.mkdir()
+        args = args(directory) if callable(args) else args
+        run_dir = [] if any(a.startswith("hydra.run.dir=") for a in args) else [f"hydra.run.dir={directory}/run"]
+        commands.append((_with_defaults(args, ["logger=none", "steps=2", *run_dir]), directory))
+        checks.append((name, pattern, directory, _files(directory)))
+    failures = []
+    for (name, pattern, directory, before), proc in zip(checks, hyperopt_run_many(commands), strict=True):
         lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("hyperopt-run: error:"), proc.stderr
+        if not (proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("hyperopt-run: error: ")
+                and re.search(pattern, lines[0]) and _files(directory) == before):
+            failures.append(f"{name}: exit {proc.returncode}, stderr {proc.stderr.strip()[-600:]!r}")
+    assert not failures, "\n".join(failures)
 
 
 def test_error_leaves_earlier_results_untouched(tmp_path, capsys):
@@ -120,11 +243,6 @@ def test_error_leaves_earlier_results_untouched(tmp_path, capsys):
     after = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.name != ".lock"}
     assert after == before
     np.testing.assert_equal(sorted(after), sorted(before))
-
-
-def test_resume_true_without_checkpoint_is_refused(tmp_path, capsys):
-    line = _run_expecting_error(tmp_path, capsys, ["resume=true"])
-    assert "resume=true but" in line and "holds no checkpoint" in line
 
 
 def test_rerunning_a_finished_run_changes_nothing(tmp_path, capsys):
