@@ -289,10 +289,9 @@ def test_wheel_ships_the_configs(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, expected", [
-    (["solver.maxiter=2"], [r"inner solver stopped at solver\.maxiter=2 with error [\d.e+-]+ > tol 1e-10"]),
+    (["solver.maxiter=2"], [r"inner solver stopped at solver\.maxiter=2 with error [\d.e+-]+ > tol [\d.e+-]+"]),
     (["mode/linear_solve=cg", "mode.linear_solve.maxiter=1"],
-     [r"LinearSolveWarning: solve_cg did not converge: relative residual [\d.e+-]+ > ",
-      r"implicit linear solve residual [\d.e+-]+ at outer step 0"]),
+     [r"LinearSolveWarning: implicit linear solve: relative residual [\d.e+-]+ > [\d.e+-]+ at outer step 0"]),
 ])
 def test_an_inaccurate_step_warns_once_per_run(overrides, expected, tmp_path, capsys):
     """The README's 'when things go wrong': one line per kind of warning and run (not one per

@@ -266,3 +266,11 @@ def test_unfinished_run_without_checkpoint_starts_over_in_a_clean_log(tmp_path, 
     assert "starting over" in capsys.readouterr().err
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [0, 1] and all(r["outer_loss"] != 9.0 for r in lines)
+
+
+def test_cli_option_names_agree_with_the_library():
+    """The CLI spells out the allowed refit values and stop keys (to check a command line
+    without importing JAX): they must be the library's."""
+    from hyperopt.bilevel import REFITS, StopRule
+
+    assert cli.REFITS == REFITS and cli.STOP_KEYS == StopRule._fields
