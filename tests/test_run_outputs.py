@@ -76,9 +76,10 @@ def _sklearn_cv_mse(data, lam, splitter, fit_intercept):
 
 @pytest.mark.slow
 def test_folds_from_a_file_or_a_splitter_match_sklearn_kfold(tmp_path):
-    data = load_dataset("diabetes", seed=0)
+    probe = compose_run_config(tmp_path / "probe", ["logger=none"])
+    data = load_dataset(**{k: v for k, v in probe.dataset.items() if k != "_target_"}, seed=0)
     kf = KFold(4, shuffle=True, random_state=3)
-    ridge = cli.build_bilevel(compose_run_config(tmp_path / "probe", ["logger=none"])).problem
+    ridge = cli.build_bilevel(probe).problem
     expected = _sklearn_cv_mse(data, 0.1, kf, getattr(ridge, "fit_intercept", False))
     ids = np.empty(data.n_train + data.n_val, int)
     for k, (_, va) in enumerate(kf.split(ids)):
