@@ -144,6 +144,30 @@ def check_config(cfg: DictConfig) -> None:
     _check(cfg, "problem.l2reg", _positive, "a positive number")
     _check(cfg, "logger.mode", lambda v: v in ("online", "offline", "disabled"),
            "online, offline, disabled or null", optional=True)
+    _check_search(cfg)
+
+
+def _check_search(cfg: DictConfig) -> None:
+    """search=random|tpe: the trials, the bounds, and Optuna for TPE."""
+    if _search(cfg) is None:
+        return
+    _check(cfg, "search.trials", _positive_int, "a positive integer")
+    _check(cfg, "search.low", _positive, "a positive number")
+    _check(cfg, "search.high", lambda v: _positive(v) and v > cfg.search.low, "a number > search.low")
+    _check(cfg, "search.startup_trials", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+           "an integer >= 0")
+    if _search(cfg) == "tpe":
+        try:
+            import optuna  # noqa: F401
+        except ImportError:
+            raise ConfigError("search=tpe needs Optuna, which is not installed; allowed: pip install "
+                              "optuna (or pip install -e \".[optuna]\"), or search=random") from None
+
+
+def _search(cfg: DictConfig) -> str | None:
+    """The black-box search of a run (random, tpe), or None for the gradient-based outer loop."""
+    name = OmegaConf.select(cfg, "search.name", default="none")
+    return None if name in (None, "none") else name
 
 
 # ---------------------------------------------------------------------------------------
@@ -280,8 +304,12 @@ def build(cfg: DictConfig):
     problem = bilevel.problem
     data = instantiate(cfg.dataset, seed=cfg.seed, dtype=cfg.precision, **_file_task(cfg, problem))
     problem.check_data(data)
-    labels = {"problem": problem.name, "dataset": data.name, "mode": cfg.mode.name,
+    labels = {"problem": problem.name, "dataset": data.name, "mode": _search(cfg) or cfg.mode.name,
               "solver": solver_class(bilevel.make_solver).__name__}
+    if _search(cfg) is not None:  # a problem the search cannot take fails before anything is written
+        from hyperopt.search import search_space
+
+        search_space(problem, data, cfg.search.low, cfg.search.high)
     labels.update(tracking.run_labels({k: {"name": v} for k, v in labels.items()}))
     return data, bilevel, labels
 
@@ -312,6 +340,28 @@ def fit_options(cfg: DictConfig) -> dict:
     """The keyword arguments of :func:`~hyperopt.bilevel.fit` that a config sets."""
     return {"patience": cfg.patience, "min_delta": cfg.min_delta, "seed": cfg.seed,
             "stop": _stop_rule(cfg), "refit": cfg.refit, "eval_every": cfg.eval_every}
+
+
+def _optimize(cfg: DictConfig, bilevel: Bilevel, data, state, **hooks) -> FitResult:
+    """The gradient-based outer loop (search=none), or the black-box search of search=random|tpe
+    (same splits, inner solver, refit and outputs; trials instead of outer steps)."""
+    if _search(cfg) is None:
+        from hyperopt.bilevel import fit
+
+        if state is not None and isinstance(state.opt_state, dict) and "settings" in state.opt_state:
+            raise ConfigError(f"the output folder holds a search={state.opt_state['settings']['sampler']} "
+                              "run; allowed: the same search=..., or another hydra.run.dir")
+        return fit(bilevel, data, cfg.steps, state=state, **fit_options(cfg), **hooks)
+    from hyperopt.search import search
+
+    return search(bilevel, data, cfg.search.trials, cfg.search.name, seed=cfg.seed, low=cfg.search.low,
+                  high=cfg.search.high, startup_trials=cfg.search.get("startup_trials", 10), state=state,
+                  refit=cfg.refit, **hooks)
+
+
+def _budget(cfg: DictConfig) -> int:
+    """Outer steps, or the trials of a search."""
+    return cfg.steps if _search(cfg) is None else cfg.search.trials
 
 
 def _cv(cfg: DictConfig):
@@ -423,7 +473,6 @@ def run(cfg: DictConfig) -> float:
     check_config(cfg)
     import jax
 
-    from hyperopt.bilevel import fit
     from hyperopt.checkpoint import save_checkpoint
 
     logging.getLogger("jax").setLevel(logging.WARNING)  # Hydra sets the root logger to INFO
@@ -435,21 +484,22 @@ def run(cfg: DictConfig) -> float:
     with _lock_output(out_dir):
         state = _resume_state(cfg, out_dir)
         if state is not None and (out_dir / "summary.json").exists() and (
-                state.step >= cfg.steps or tracking.read_summary(out_dir).get("status") == "converged"):
-            print(f"{PROG}: {out_dir} already holds a finished run ({state.step} steps); nothing "
-                  "to do (raise steps= to continue it)", file=sys.stderr)
+                state.step >= _budget(cfg) or tracking.read_summary(out_dir).get("status") == "converged"):
+            more = "search.trials" if _search(cfg) else "steps"
+            print(f"{PROG}: {out_dir} already holds a finished run ({state.step} {more.split('.')[-1]}); "
+                  f"nothing to do (raise {more}= to continue it)", file=sys.stderr)
             return float(tracking.read_summary(out_dir).get("final", {}).get("val_loss", math.inf))
         with _stop_on_sigint() as stop:  # before anything is written: Ctrl-C always ends cleanly
             tracker = _make_trackers(cfg, out_dir, labels, state.step if state else 0)
-            progress = _Progress(cfg.steps, done=state.step if state else 0)  # after wandb's own lines
+            progress = _Progress(_budget(cfg), done=state.step if state else 0)  # after wandb's own lines
             try:
                 tracker.log_config(OmegaConf.to_container(cfg, resolve=True) | {"run": labels})
                 with warnings.catch_warnings():  # restores the filters and showwarning after
                     warnings.simplefilter("always")
                     warnings.showwarning = _show_warnings_once(progress)
-                    result = fit(bilevel, data, cfg.steps, state=state, **fit_options(cfg),
-                                 callback=_on_step(cfg, out_dir, tracker, progress),
-                                 should_stop=lambda: stop["requested"])
+                    result = _optimize(cfg, bilevel, data, state,
+                                       callback=_on_step(cfg, out_dir, tracker, progress),
+                                       should_stop=lambda: stop["requested"])
                 progress.close()  # before the lines below, which would break the bar
                 if cfg.checkpoint_every or result.status == "interrupted":
                     save_checkpoint(out_dir, result.state)
@@ -458,6 +508,8 @@ def run(cfg: DictConfig) -> float:
                           "loss); the best hyperparameters so far are kept in summary.json",
                           file=sys.stderr)
                 summary = _summary(result, labels, bilevel, data)
+                if _search(cfg) is not None:
+                    summary.update(search=_search(cfg), trials=result.state.step)
                 if result.model is not None:
                     np.savez(out_dir / MODEL_FILE, **_model_file(result, data))
                     summary["returned"]["model_file"] = MODEL_FILE
@@ -495,7 +547,8 @@ def final_line(summary: dict, out_dir) -> str:
     initial, returned = summary.get("initial") or {}, summary.get("returned") or {}
     fmt = lambda v: "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
     cached = " from cache" if (summary.get("compile") or {}).get("from_cache") else ""
-    return (f"{PROG}: {summary['status']} after {summary['steps']} steps "
+    unit = "trials" if summary.get("search") else "steps"
+    return (f"{PROG}: {summary['status']} after {summary['steps']} {unit} "
             f"({summary['total_time']:.1f} s, {summary['compile_time']:.1f} s compiling{cached}): "
             f"val loss {fmt(initial.get('val_loss'))} -> {fmt(returned.get('val_loss'))}, "
             f"test loss {fmt(initial.get('test_loss'))} -> {fmt(returned.get('test_loss'))}; "
@@ -697,8 +750,8 @@ def _check_group_option(o, loader) -> None:
     options = loader.get_group_options(key) + (["null"] if key == "experiment" else [])
     for value in values:
         if value not in options:
-            extras = " (more with the extras: pip install -e \".[joblib]\", \".[submitit]\" or " \
-                     "\".[optuna]\")" if key in ("hydra/launcher", "hydra/sweeper") else ""
+            extras = " (more with the extras: pip install -e \".[joblib]\" or \".[submitit]\")" \
+                if key == "hydra/launcher" else ""
             raise ConfigError(f"{key}={value}; allowed: {', '.join(options)}{extras}")
 
 
