@@ -27,7 +27,7 @@ from hyperopt import cli, tracking
 from hyperopt.problems.base import solver_class
 
 CONFIGS = Path(cli._config_dir())
-GROUPS = ("dataset", "problem", "solver", "mode", "mode/linear_solve", "outer", "logger")
+GROUPS = ("dataset", "problem", "solver", "mode", "mode/linear_solve", "outer", "logger", "search")
 EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
 
 # Which solvers each problem is meant to work with (everything else must be refused clearly).
