@@ -456,11 +456,13 @@ def _on_step(cfg: DictConfig, out_dir: Path, tracker, progress: _Progress):
         tracker.log(record["step"], record)
         progress.update(record)
         if not record["inner_converged"]:
+            where, what = (("trial", "that trial's loss") if "trial" in record else
+                           ("outer step", "hypergradients"))
             _warn_once(seen, "inner", progress.write,
                        f"inner solver stopped at solver.maxiter={cfg.solver.maxiter}"
                        f" with error {record['inner_error']:.3g} > tol {record['inner_tol']:.3g} "
-                       f"(outer step {record['step']}; recorded per step as inner_converged); "
-                       "hypergradients may be inaccurate")
+                       f"({where} {record['step']}; recorded per step as inner_converged); "
+                       f"{what} may be inaccurate")
         # an implicit linear solve that fell short: fit's LinearSolveWarning, shown once
         if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
             save_checkpoint(out_dir, state)
