@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -80,6 +80,7 @@ class SearchSpace:
     treedef: Any
     shapes: tuple[tuple[int, ...], ...]
     dtype: Any
+    bounds: dict = dataclasses.field(default_factory=dict)  # {name: (low, high)} per hyperparameter
 
     def theta(self, values: np.ndarray) -> Any:
         """θ = log λ (the problem's hyperparameter pytree) for λ per coordinate, on device."""
@@ -90,14 +91,22 @@ class SearchSpace:
         return jax.tree.unflatten(self.treedef, leaves)
 
 
-def search_space(problem, data: Dataset, low: float = DEFAULT_LOW, high: float = DEFAULT_HIGH) -> SearchSpace:
+Bound = float | Mapping[str, float]
+
+
+def search_space(problem, data: Dataset, low: Bound = DEFAULT_LOW, high: Bound = DEFAULT_HIGH) -> SearchSpace:
     """The search space of ``problem``'s hyperparameters on ``data``.
+
+    ``low``/``high``: the bounds of every penalty, or a mapping from a hyperparameter's name to
+    its bounds (e.g. ``low={"l1reg": 1e-4, "l2reg": 1e-3}`` for the elastic net; a name left
+    out keeps the default).
+
+    >>> search_space(Lasso(elastic_net=True), data, low={"l2reg": 1e-3}).names
+    ('l1reg', 'l2reg')
 
     Raises:
       ValueError: bad bounds, or hyperparameters that are not ``exp(θ)`` (not penalties).
     """
-    if not (low > 0 and high > low and math.isfinite(high)):
-        raise ValueError(f"search bounds low={low!r}, high={high!r}; allowed: 0 < low < high")
     theta0 = problem.init_hparams(data)
     leaves, treedef = jax.tree.flatten(theta0)
     # A probe θ with distinct entries: hparams(θ) must be exp(θ), leaf by leaf, in order.
@@ -115,11 +124,27 @@ def search_space(problem, data: Dataset, low: float = DEFAULT_LOW, high: float =
         raise ValueError(f"search: problem {problem.name!r} has hyperparameters that are not penalties "
                          f"({', '.join(hparams)}); allowed: problems with penalties lambda = exp(theta) "
                          "(ridge, logistic, lasso, svm_dual), or the gradient-based search (search=none)")
-    names = tuple(name if v.ndim == 0 else f"{name}[{i}]"
-                  for name, v in zip(hparams, values, strict=True) for i in range(v.size))
-    n = len(names)
-    return SearchSpace(names, np.full(n, float(low)), np.full(n, float(high)), treedef,
-                       tuple(np.shape(leaf) for leaf in leaves), leaves[0].dtype)
+    bounds = {}
+    for name in hparams:
+        lo, hi = (_bound(b, name, default) for b, default in ((low, DEFAULT_LOW), (high, DEFAULT_HIGH)))
+        if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi):
+            raise ValueError(f"search bounds of {name}: low={lo!r}, high={hi!r}; allowed: 0 < low < high")
+        bounds[name] = lo, hi
+    for bound in (low, high):
+        unknown = set(bound) - set(hparams) if isinstance(bound, Mapping) else set()
+        if unknown:
+            raise ValueError(f"search bounds for {', '.join(sorted(unknown))}; allowed: {', '.join(hparams)}")
+    names, lows, highs = [], [], []
+    for name, v in zip(hparams, values, strict=True):
+        names += [name] if v.ndim == 0 else [f"{name}[{i}]" for i in range(v.size)]
+        lows += [bounds[name][0]] * v.size
+        highs += [bounds[name][1]] * v.size
+    return SearchSpace(tuple(names), np.array(lows), np.array(highs), treedef,
+                       tuple(np.shape(leaf) for leaf in leaves), leaves[0].dtype, bounds)
+
+
+def _bound(bound: Bound, name: str, default: float) -> float:
+    return float(bound.get(name, default) if isinstance(bound, Mapping) else bound)
 
 
 class TrialInfo(NamedTuple):
@@ -224,7 +249,7 @@ def _search_state(state: OuterState | None, settings: dict) -> list:
 
 
 def search(bilevel: Bilevel, data: Dataset, trials: int, sampler: str = "random", *, seed: int = 0,
-           low: float = DEFAULT_LOW, high: float = DEFAULT_HIGH, startup_trials: int = 10,
+           low: Bound = DEFAULT_LOW, high: Bound = DEFAULT_HIGH, startup_trials: int = 10,
            state: OuterState | None = None, refit: str = "train_val",
            callback: Callable[[OuterState, dict], None] | None = None,
            should_stop: Callable[[], bool] | None = None) -> FitResult:
@@ -237,7 +262,8 @@ def search(bilevel: Bilevel, data: Dataset, trials: int, sampler: str = "random"
       trials: number of trials (status ``"completed"`` when all ran).
       sampler: ``"random"`` or ``"tpe"`` (needs ``optuna``).
       seed: the splits' and folds' seed, and the sampler's.
-      low, high: every penalty λ is searched log-uniformly in ``[low, high]``.
+      low, high: every penalty λ is searched log-uniformly in ``[low, high]`` (numbers, or
+        mappings by hyperparameter name, see :func:`search_space`).
       startup_trials: TPE's random trials before it models the loss.
       state: an :class:`OuterState` of this search to resume from (a checkpoint).
       refit, callback, should_stop: as for :func:`~hyperopt.bilevel.fit`.
@@ -263,7 +289,7 @@ def search(bilevel: Bilevel, data: Dataset, trials: int, sampler: str = "random"
     if refit == "train" and splits.n_folds > 1:
         raise ValueError("refit='train' needs a hold-out outer loss (cv_folds=0); with k folds "
                          "the returned model is refit on train ∪ val (refit='train_val')")
-    settings = {"sampler": sampler, "seed": seed, "low": float(low), "high": float(high)}
+    settings = {"sampler": sampler, "seed": seed, "bounds": {k: list(v) for k, v in space.bounds.items()}}
     if sampler == "tpe":
         settings["startup_trials"] = startup_trials
     history_trials = _search_state(state, settings)

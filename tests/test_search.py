@@ -23,7 +23,7 @@ from hyperopt import cli, compile_cache
 from hyperopt.bilevel import Bilevel
 from hyperopt.checkpoint import load_checkpoint, save_checkpoint
 from hyperopt.data import load_dataset
-from hyperopt.problems import Distillation, Logistic, Ridge
+from hyperopt.problems import Distillation, Lasso, Logistic, Ridge
 from hyperopt.search import random_search, search, search_space, tpe_search
 
 LOW, HIGH = 1e-4, 1e1
@@ -143,6 +143,19 @@ def test_a_problem_without_penalties_cannot_be_searched():
         search_space(Distillation(), data)
     space = search_space(Logistic(per_feature=True), data, 1e-3, 1.0)
     assert space.names[:2] == ("l2reg[0]", "l2reg[1]") and len(space.names) == data.n_features
+
+
+def test_bounds_per_hyperparameter(diabetes):
+    space = search_space(Lasso(elastic_net=True), diabetes, low={"l2reg": 1e-3}, high={"l1reg": 1.0})
+    assert space.names == ("l1reg", "l2reg")
+    np.testing.assert_array_equal(space.low, [1e-6, 1e-3])
+    np.testing.assert_array_equal(space.high, [1.0, 1e2])
+    theta = space.theta(np.array([0.5, 2.0]))  # θ = log λ, in the problem's own pytree
+    np.testing.assert_allclose([theta["l1reg"], theta["l2reg"]], np.log([0.5, 2.0]), rtol=1e-15)
+    with pytest.raises(ValueError, match=r"search bounds for l3; allowed: l1reg, l2reg"):
+        search_space(Lasso(elastic_net=True), diabetes, low={"l3": 1.0})
+    with pytest.raises(ValueError, match=r"search bounds of l1reg: low=1.0, high=0.5; allowed: 0 < low < high"):
+        search_space(Lasso(), diabetes, low=1.0, high=0.5)
 
 
 def test_tpe_without_optuna_is_one_line(monkeypatch, tmp_path):
