@@ -3,6 +3,7 @@
     hyperopt-run                                             # the default experiment
     hyperopt-run experiment=distill_digits mode=unrolled outer.learning_rate=0.05
     hyperopt-run -m mode=implicit,unrolled experiment=svm_digits hydra/launcher=joblib
+    hyperopt-run search=tpe search.trials=50 experiment=logistic_breast_cancer  # a black-box baseline
 
 Each run writes into its output folder: ``config.yaml`` (resolved), ``metrics.jsonl``
 (one line per outer step), ``summary.json``, ``model.npz`` (the returned model: the
