@@ -141,7 +141,7 @@ def check_config(cfg: DictConfig) -> None:
            "null or [initial > 0, final > 0, decay in (0, 1]], or auto", optional=True)
     for key in ("init_l2reg", "init_l1reg"):  # null: relative to the data (init_ratio)
         _check(cfg, f"problem.{key}", _positive, "a positive number or null", optional=True)
-    _check(cfg, "problem.init_ratio", lambda v: _positive(v) and v < 1, "a number in (0, 1)")
+    _check(cfg, "problem.init_ratio", _positive, "a positive number")
     _check(cfg, "problem.l2reg", _positive, "a positive number")
     _check(cfg, "logger.mode", lambda v: v in ("online", "offline", "disabled"),
            "online, offline, disabled or null", optional=True)

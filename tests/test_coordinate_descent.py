@@ -2,6 +2,8 @@
 and the support-restricted hypergradient against the full proximal fixed point and float64
 central finite differences."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -192,3 +194,27 @@ def test_bad_options():
         CoordinateDescent(ws_start=0)
     with pytest.raises(ValueError, match="ws_ratio=1.5; allowed"):
         CoordinateDescent(ws_ratio=1.5)
+
+
+# ---------------------------------------------------------------------------------------
+# The lasso problem's start
+# ---------------------------------------------------------------------------------------
+
+def test_lasso_starts_below_lambda_max_and_refuses_a_start_above():
+    from hyperopt.data import load_dataset
+    from hyperopt.problems import Lasso as LassoProblem
+
+    data = load_dataset("make_regression", n_samples=80, n_features=30, n_informative=5, noise=5.0, seed=1)
+    X, y = np.asarray(data.X_train), np.asarray(data.y_train) + 2.0  # not centred: the intercept matters
+    data = dataclasses.replace(data, y_train=jnp.asarray(y))
+    problem = LassoProblem()
+    lam_max = problem.lambda_max(data)
+    # scikit-learn's own boundary: all zero at λ_max, not just below it
+    assert np.all(Lasso(alpha=lam_max * (1 + 1e-9), tol=1e-12).fit(X, y).coef_ == 0)
+    assert np.any(Lasso(alpha=lam_max * (1 - 1e-3), tol=1e-12).fit(X, y).coef_ != 0)
+    assert float(jnp.exp(problem.init_hparams(data)["l1reg"])) == pytest.approx(0.1 * lam_max, rel=1e-12)
+    assert float(jnp.exp(LassoProblem(init_ratio=0.5).init_hparams(data)["l1reg"])) == pytest.approx(0.5 * lam_max)
+    with pytest.raises(ValueError, match=r"init_l1reg=.* is at or above lambda_max=.*all zero"):
+        LassoProblem(init_l1reg=1.01 * lam_max).init_hparams(data)
+    with pytest.raises(ValueError, match=r"init_ratio=1.5; allowed: a number in \(0, 1\)"):
+        LassoProblem(init_ratio=1.5)

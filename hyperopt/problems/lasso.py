@@ -68,12 +68,13 @@ def lambda_max(X, y, sample_weight=None, fit_intercept: bool = True) -> np.ndarr
     Example:
       >>> float(np.max(lambda_max(data.X_train, data.y_train)))   # the lasso's λ_max
     """
-    X, y = (X, np.asarray(y)) if linop.is_sparse(X) else (np.asarray(X), np.asarray(y))
-    sw = np.ones(y.shape[0]) if sample_weight is None else np.asarray(sample_weight)
+    y = np.asarray(y, np.float64)
+    sw = np.ones(y.shape[0]) if sample_weight is None else np.asarray(sample_weight, np.float64)
     n = sw.sum()
     if fit_intercept:
         y = y - sw @ y / n
-    corr = np.asarray(linop.rmatvec(X, jnp.asarray(sw * y)))
+    # on the host: no small XLA programs to compile at the start of every run
+    corr = (X.to_scipy().T @ (sw * y)) if linop.is_sparse(X) else np.asarray(X).T @ (sw * y)
     return np.abs(corr) / n  # X_cᵀ W y_c = Xᵀ W y_c since Σ s y_c = 0
 
 
@@ -127,7 +128,7 @@ class Lasso(Problem):
                 f"null to start at init_ratio={self.init_ratio:g} x lambda_max)")
         else:
             l1 = self.init_l1reg
-        theta = {"l1reg": jnp.full(shape, np.log(l1), dtype)}
+        theta = {"l1reg": jnp.asarray(np.full(shape, np.log(l1)), dtype)}
         if self.elastic_net:
             theta["l2reg"] = jnp.asarray(np.log(self.init_l2reg), dtype)
         return theta

@@ -128,9 +128,13 @@ class CoordinateDescent(IterativeSolver):
       fit_intercept: solve for an unpenalized intercept (centring done implicitly).
       ws_start: smallest working set.
       max_epochs: epochs on one working set per iteration.
-      ws_ratio: an iteration's epochs stop when an epoch's decrease ``Σ L_j Δw_j²`` is
-        below ``ws_ratio · max(10⁻³ gap, tol ||y||²/n)`` (``gap`` at the iteration's start):
-        a working set is solved nearly to the final tolerance once the gap is close to it.
+      ws_ratio, gap_ratio: an iteration's epochs stop when an epoch's decrease
+        ``Σ L_j Δw_j²`` is below ``ws_ratio · max(gap_ratio · gap, tol ||y||²/n)`` (``gap``
+        at the iteration's start): a working set is solved nearly to the final tolerance
+        once the gap is close to it.
+      max_reps: epochs on a working set between two tests of that rule: ``p // size``, at
+        most ``max_reps`` (a full correlation ``Xᵀr`` costs about as much as an epoch over
+        all ``p`` coordinates, so small working sets run several epochs per test).
 
     Example:
       >>> w = CoordinateDescent(tol=1e-8).run(jnp.zeros(p), 0.1, X, y).params
@@ -143,6 +147,8 @@ class CoordinateDescent(IterativeSolver):
     ws_start: int = 10
     max_epochs: int = 10_000
     ws_ratio: float = 0.1
+    gap_ratio: float = 1e-2
+    max_reps: int = 16
 
     def __post_init__(self):
         super().__post_init__()
@@ -150,8 +156,11 @@ class CoordinateDescent(IterativeSolver):
             value = getattr(self, name)
             if not (isinstance(value, (int, np.integer)) and value > 0):
                 raise ValueError(f"{name}={value!r}; allowed: a positive integer")
-        if not 0 < self.ws_ratio < 1:
-            raise ValueError(f"ws_ratio={self.ws_ratio!r}; allowed: a number in (0, 1)")
+        for name in ("ws_ratio", "gap_ratio"):
+            if not 0 < getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)!r}; allowed: a number in (0, 1)")
+        if not (isinstance(self.max_reps, (int, np.integer)) and self.max_reps > 0):
+            raise ValueError(f"max_reps={self.max_reps!r}; allowed: a positive integer")
 
     # -- data and the quantities of one point ---------------------------------------------
     def _data(self, hyperparams, X, y, sample_weight) -> _Data:
@@ -223,7 +232,7 @@ class CoordinateDescent(IterativeSolver):
             w, r, _ = c
             return jax.lax.fori_loop(0, size, body, (w, r, jnp.zeros((), w.dtype)))
 
-        reps = jnp.maximum(w.shape[0] // size, 1)
+        reps = jnp.clip(w.shape[0] // size, 1, self.max_reps)
 
         def chunk(carry):
             w, r, epochs, _ = carry
@@ -255,7 +264,7 @@ class CoordinateDescent(IterativeSolver):
         # twice the support (celer), never smaller than the last one (no cycling)
         size = jnp.clip(jnp.maximum(jnp.maximum(self.ws_start, 2 * jnp.sum(support)),
                                     state.ws_size), 1, p).astype(jnp.int32)
-        target = self.ws_ratio * jnp.maximum(1e-3 * state.gap, tol * d.ynorm)
+        target = self.ws_ratio * jnp.maximum(self.gap_ratio * state.gap, tol * d.ynorm)
         w, epochs = self._epochs(w, self._residual(w, d), order, size, target, d, XT)
         new_state, _ = self._state(w, d, state.iter_num + 1, size, state.epochs + epochs, tol)
         return w, new_state
