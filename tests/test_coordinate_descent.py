@@ -3,6 +3,7 @@ and the support-restricted hypergradient against the full proximal fixed point a
 central finite differences."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -218,3 +219,35 @@ def test_lasso_starts_below_lambda_max_and_refuses_a_start_above():
         LassoProblem(init_l1reg=1.01 * lam_max).init_hparams(data)
     with pytest.raises(ValueError, match=r"init_ratio=1.5; allowed: a number in \(0, 1\)"):
         LassoProblem(init_ratio=1.5)
+
+
+def test_ridge_intercept_matches_sklearn_and_l2_starts_are_data_relative():
+    """Ridge(fit_intercept=True) = scikit-learn's Ridge(fit_intercept=True) (the readout's
+    intercept too); Ridge/Logistic start at init_ratio × the mean feature variance."""
+    from sklearn.linear_model import Ridge as SkRidge
+
+    from hyperopt.data import load_dataset
+    from hyperopt.problems import Logistic, Ridge, RidgeCholesky
+    from hyperopt.problems.base import feature_scale
+    from hyperopt.solvers import LBFGS
+
+    X, y = make_regression(n_samples=50, n_features=8, noise=3.0, random_state=4)
+    X = 3.0 * X + 1.5
+    y = y + 7.0
+    lam = 0.2
+    sk = SkRidge(alpha=lam * len(y), fit_intercept=True).fit(X, y)
+    problem = Ridge(fit_intercept=True)
+    sw = jnp.ones(len(y))
+    for make in (RidgeCholesky, functools.partial(LBFGS, tol=1e-12, maxiter=500)):
+        inner = problem.inner_solver(make)
+        w = inner.run(jnp.zeros(8), jnp.log(lam), jnp.asarray(X), jnp.asarray(y), sw).params
+        model = problem.readout(w, None, jnp.asarray(X), jnp.asarray(y), sw)
+        assert _rel(model["coef"], sk.coef_) < 1e-8
+        assert float(model["intercept"]) == pytest.approx(sk.intercept_, rel=1e-8)
+    assert feature_scale(X) == pytest.approx(9.0 * np.mean(np.var(X / 3.0, axis=0)), rel=1e-12)
+    data = load_dataset("diabetes", seed=0)  # standardized: scale 1, the old absolute defaults
+    assert float(jnp.exp(Ridge().init_hparams(data))) == pytest.approx(1.0, rel=1e-10)
+    assert float(jnp.exp(Ridge(init_ratio=0.5).init_hparams(data))) == pytest.approx(0.5, rel=1e-10)
+    assert float(jnp.exp(Ridge(init_l2reg=3.0).init_hparams(data))) == pytest.approx(3.0)
+    cancer = load_dataset("breast_cancer", seed=0)
+    assert float(jnp.exp(Logistic().init_hparams(cancer))) == pytest.approx(1e-2, rel=1e-10)
