@@ -30,6 +30,7 @@ these numbers.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 import warnings
@@ -122,7 +123,7 @@ def logistic_case(data, tol, repeats, jax, jnp, np):
     X, y = np.asarray(data.X_train), np.asarray(data.y_train)
     lam = 1e-2
     problem = Logistic()
-    inner = problem.inner_solver(lambda fun: LBFGS(fun=fun, tol=tol, maxiter=2000))
+    inner = problem.inner_solver(functools.partial(LBFGS, tol=tol, maxiter=2000))
     init = problem.init_params(data)
     sw = jnp.ones(len(y))
     run = jax.jit(lambda p0: inner.run(p0, jnp.log(lam), data.X_train, data.y_train, sw))
