@@ -564,6 +564,7 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
         return {k: float(v) for k, v in metrics.items()}
 
     history, status, stop_reason = [], "completed", f"ran all {steps} steps"
+    first_params = None
     start = time.perf_counter()
     while state.step < steps:
         tol = bilevel.tol_at(state.step, dtype, state.tight)
@@ -654,6 +655,8 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
             initial_val_loss=(metrics.get("val_loss", math.nan) if record["step"] == 0
                               else state.initial_val_loss))
         history.append(record)
+        if record["step"] == 0:
+            first_params = params  # inner solutions at the initial θ: warm start of its refit
         if callback is not None:
             callback(state, record)
         if stop is not None and small_steps >= stop.window:
@@ -678,7 +681,7 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
         model, model_metrics = jax.device_get(model), {k: float(v) for k, v in metrics.items()}
         theta0 = bilevel.problem.init_hparams(data)
         initial = {"hparams": {k: np.asarray(v).tolist() for k, v in bilevel.problem.hparams(theta0).items()},
-                   "val_loss": state.initial_val_loss, **test_metrics(theta0, None)}
+                   "val_loss": state.initial_val_loss, **test_metrics(theta0, first_params)}
     best_metrics = dict(state.best_metrics or {})
     best_metrics.update(model_metrics or {})
     final_metrics = history[-1] if history else {}

@@ -140,8 +140,9 @@ def check_config(cfg: DictConfig) -> None:
     _check(cfg, "inner_tol", lambda v: v == "auto" or (not isinstance(v, str) and len(v) == 3
            and _positive(v[0]) and _positive(v[1]) and 0 < v[2] <= 1),
            "null or [initial > 0, final > 0, decay in (0, 1]], or auto", optional=True)
-    for key in ("init_l2reg", "init_l1reg"):
-        _check(cfg, f"problem.{key}", _positive, "a positive number")
+    for key in ("init_l2reg", "init_l1reg"):  # null: relative to the data (init_ratio)
+        _check(cfg, f"problem.{key}", _positive, "a positive number or null", optional=True)
+    _check(cfg, "problem.init_ratio", _positive, "a positive number")
     _check(cfg, "problem.l2reg", _positive, "a positive number")
     _check(cfg, "logger.mode", lambda v: v in ("online", "offline", "disabled"),
            "online, offline, disabled or null", optional=True)

@@ -34,7 +34,7 @@ EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
 COMPATIBLE = {
     "ridge": {"lbfgs", "gradient_descent", "cholesky"},
     "logistic": {"lbfgs", "gradient_descent"},
-    "lasso": {"proximal_gradient", "block_cd"},
+    "lasso": {"coordinate_descent", "proximal_gradient", "block_cd"},
     "svm_dual": {"block_cd", "projected_gradient", "mirror_descent"},
     "distillation": {"lbfgs", "gradient_descent"},
 }

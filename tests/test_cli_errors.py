@@ -191,6 +191,9 @@ RUN_CASES = [
      r"resume=false but .* already holds a run"),
     ("resume_true_without_checkpoint", ["resume=true"], r"resume=true but .* holds no checkpoint"),
     ("deleted_key_the_run_needs", ["~hparam_penalty"], r"the run needs the config key 'hparam_penalty'"),
+    # an all-zero lasso solution: the hypergradient is exactly zero and λ could never move
+    ("lasso_start_above_lambda_max", ["experiment=lasso_synthetic", "problem.init_l1reg=100"],
+     r"init_l1reg=100 is at or above lambda_max=[0-9.]+ of the training split: the lasso solution is all zero"),
 ]
 
 
