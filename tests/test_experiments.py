@@ -1,0 +1,62 @@
+"""The benchmark scripts of issue #12 in ``--quick`` mode, each in its own process, as CI runs them.
+
+Each test reads the markdown table the script prints and checks that its numbers are sane:
+hypergradients that agree with finite differences / closed forms, accuracies above chance,
+searches that reach the validation loss a grid reaches. (The full-size numbers live in
+``experiments/RESULTS.md``; these only guard the scripts against breaking.)
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def run_quick(script: str, *args: str, timeout: int = 600) -> str:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
+    proc = subprocess.run([sys.executable, str(REPO / "experiments" / script), "--quick", *args],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert out.startswith("command: python experiments/" + script)
+    assert "date: " in out and "machine: " in out and "jax " in out
+    return out
+
+
+def tables(stdout: str) -> list[list[dict]]:
+    """Every markdown table of the output as a list of rows (dicts of cell strings)."""
+    found, lines = [], stdout.splitlines()
+    i = 0
+    while i < len(lines) - 1:
+        if lines[i].startswith("| ") and lines[i + 1].startswith("| ---"):
+            head = [c.strip() for c in lines[i].strip().strip("|").split("|")]
+            rows, i = [], i + 2
+            while i < len(lines) and lines[i].startswith("| "):
+                cells = [c.strip() for c in lines[i].strip().strip("|").split("|")]
+                rows.append(dict(zip(head, cells, strict=True)))
+                i += 1
+            found.append(rows)
+        else:
+            i += 1
+    return found
+
+
+def num(cell: str) -> float:
+    return float(cell.split()[0].rstrip("×x%"))
+
+
+def test_bench_vmap_lambdas_quick():
+    (rows,) = tables(run_quick("bench_vmap_lambdas.py"))
+    assert [r["workload"] for r in rows] == ["ridge_diabetes", "logistic_breast_cancer"]
+    for r in rows:
+        assert num(r["λ"]) == 64
+        assert num(r["max rel. diff"]) < 1e-6, r  # one vmap gives the 64 sequential hypergradients
+        assert num(r["vs FD"]) < 1e-4, r  # and they are derivatives of the validation loss
+        assert num(r["sequential s"]) > 0 and num(r["vmap s"]) > 0
+        ratio = num(r["sequential / vmap"])
+        assert abs(ratio - num(r["sequential s"]) / num(r["vmap s"])) < 0.02 * ratio + 0.01
