@@ -60,3 +60,23 @@ def test_bench_vmap_lambdas_quick():
         assert num(r["sequential s"]) > 0 and num(r["vmap s"]) > 0
         ratio = num(r["sequential / vmap"])
         assert abs(ratio - num(r["sequential s"]) / num(r["vmap s"])) < 0.02 * ratio + 0.01
+
+
+def test_bench_search_quick(tmp_path):
+    out = run_quick("bench_search.py", "--figures", str(tmp_path))
+    assert (tmp_path / "search.png").stat().st_size > 10_000
+    logistic, per_feature, summary = tables(out)
+    by = {r["method"]: r for r in logistic}
+    assert set(by) == {"hyperopt implicit", "LogisticRegressionCV(10)", "LogisticRegressionCV(100)",
+                       "random search", "TPE (Optuna)"}
+    for r in logistic + per_feature:
+        assert 0.03 < num(r["val"]) < 0.2 and 0.03 < num(r["test"]) < 0.3, r  # log-loss; chance is 0.66
+    # One λ: the hypergradient search reaches the 100-point grid's CV loss and is within 1 %
+    # of the best any method found (its t1 is finite).
+    assert num(by["hyperopt implicit"]["val"]) <= num(by["LogisticRegressionCV(100)"]["val"]) * (1 + 1e-4)
+    assert num(by["hyperopt implicit"]["t1"]) < float("inf")
+    assert num(by["random search"]["evals"]) == num(by["TPE (Optuna)"]["evals"]) == 10
+    # 30 per-feature λ: a lower CV loss than the best single λ of the 10-point grid.
+    pf = {r["method"]: r for r in per_feature}
+    assert num(pf["hyperopt implicit"]["val"]) < num(pf["LogisticRegressionCV(10) (one λ)"]["val"])
+    assert len(summary) == len(logistic) + len(per_feature)
