@@ -80,3 +80,19 @@ def test_bench_search_quick(tmp_path):
     pf = {r["method"]: r for r in per_feature}
     assert num(pf["hyperopt implicit"]["val"]) < num(pf["LogisticRegressionCV(10) (one λ)"]["val"])
     assert len(summary) == len(logistic) + len(per_feature)
+
+
+def test_bench_distillation_quick(tmp_path):
+    out = run_quick("bench_distillation.py", "--figures", str(tmp_path))
+    assert (tmp_path / "distillation_images.png").stat().st_size > 10_000
+    accuracy, cost = tables(out)
+    acc = {r["trained on"].split(" (")[0] if "learned" in r["trained on"] else r["trained on"]: r
+           for r in accuracy}
+    mean = lambda name: num(acc[name]["test accuracy (mean ± std)"])
+    learned = num(next(r for r in accuracy if "implicit" in r["trained on"])["test accuracy (mean ± std)"])
+    assert all(0.1 < num(r["min"]) <= num(r["max"]) <= 1 for r in accuracy)  # chance is 0.1
+    assert learned > mean("10 random real images") + 0.15  # the point of distillation
+    assert learned > mean("10 class means")
+    implicit, unrolled = cost
+    assert num(implicit["ms per outer step (median)"]) > 0
+    assert num(unrolled["unrolled / implicit"]) > 1  # 200 unrolled LBFGS steps cost more than a solve
