@@ -96,3 +96,28 @@ def test_bench_distillation_quick(tmp_path):
     implicit, unrolled = cost
     assert num(implicit["ms per outer step (median)"]) > 0
     assert num(unrolled["unrolled / implicit"]) > 1  # 200 unrolled LBFGS steps cost more than a solve
+
+
+def test_bench_svm_cost_quick(tmp_path):
+    out = run_quick("bench_svm_cost.py", "--figures", str(tmp_path))
+    assert (tmp_path / "svm_cost.png").stat().st_size > 10_000
+    iters, size, tol = tables(out)
+    assert {(r["solver"], r["mode"]) for r in iters} == {(s, m) for s in ("bcd", "pg", "md")
+                                                         for m in ("implicit", "unrolled")}
+    for r in iters + size:
+        assert num(r["temp MiB"]) > 0 and num(r["hypergrad ms"]) > 0, r
+        assert num(r["iters"]) == num(r["maxiter"]), r  # tol 1e-300: every solve runs maxiter
+    # Implicit memory does not grow with the inner iterations; unrolled memory does.
+    for solver in ("bcd", "pg", "md"):
+        imp = [num(r["temp MiB"]) for r in iters if r["solver"] == solver and r["mode"] == "implicit"]
+        unr = [num(r["temp MiB"]) for r in iters if r["solver"] == solver and r["mode"] == "unrolled"]
+        assert max(imp) <= min(imp) * 1.01 and unr[-1] > 2 * unr[0], (solver, imp, unr)
+    # 100 BCD epochs on wine: the implicit hypergradient is within 1e-3 of the finite difference.
+    bcd = next(r for r in iters if r["solver"] == "bcd" and r["mode"] == "implicit" and r["maxiter"] == "100")
+    assert num(bcd["rel. error"]) < 1e-3
+    # Error vs tol: ridge (closed form) and the SVM dual (FD) at tol 1e-8, both modes.
+    for r in tol:
+        if num(r["tol"]) == 1e-8:
+            assert num(r["rel. error"]) < 1e-4, r
+    ridge = [num(r["rel. error"]) for r in tol if r["data"] == "ridge" and r["mode"] == "implicit"]
+    assert ridge[-1] < ridge[0] / 100  # tighter inner tolerance, more accurate hypergradient
