@@ -25,7 +25,8 @@ its search has run ``--budget`` seconds after compiling, whichever comes first.
 
 **One validation criterion for all**: the mean out-of-fold loss (log-loss / MSE) at a
 method's chosen λ, computed by one compiled function (``Bilevel.outer_value`` with the
-inner solver at tol 1e-10 from a cold start, no hyperparameter penalty); **test loss**:
+inner solver at tol 1e-10 from a cold start — LBFGS: up to 5000 iterations —, no
+hyperparameter penalty); **test loss**:
 the model refit on train ∪ val at that λ (``Bilevel.refit_model``), on the test split.
 Curves: best-so-far criterion (and the test loss of the best-so-far λ) against wall time
 since the method started, compile included. "t → 1 %": the first time a method's
@@ -133,7 +134,10 @@ class Judge:
         from hyperopt.bilevel import Bilevel, make_splits
 
         self.jax, self.jnp, self.np, self.w = jax, jnp, np, w
-        self.bilevel = Bilevel(w.problem, w.make_solver, optax.sgd(0.0),
+        # A cold start at extreme per-feature λ (1e-7…1e4) can need more than the runs' 500
+        # LBFGS iterations to reach tol: the judge may take 5000.
+        make = functools.partial(w.make_solver, maxiter=5000) if w.kind == "logistic" else w.make_solver
+        self.bilevel = Bilevel(w.problem, make, optax.sgd(0.0),
                                cv_folds=0 if w.fold_ids is None else w.fold_ids, inner_tol=None)
         splits = make_splits(w.problem, w.data, self.bilevel.cv_folds)
         dtype = w.data.X_train.dtype
