@@ -137,6 +137,7 @@ def check_config(cfg: DictConfig) -> None:
     _check(cfg, "population_range", lambda v: not isinstance(v, str) and len(v) == 2 and _positive(v[0])
            and _positive(v[1]) and v[0] <= v[1], "[low, high] with 0 < low <= high")
     _check(cfg, "shard_data", lambda v: isinstance(v, bool), "true, false")
+    _check(cfg, "distributed", lambda v: isinstance(v, bool), "true, false")
     _check(cfg, "patience", _positive_int, "a positive integer or null", optional=True)
     _check(cfg, "checkpoint_every", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
     _check(cfg, "resume", lambda v: v in ("auto", True, False), "auto, true, false")
@@ -452,6 +453,10 @@ def run(cfg: DictConfig) -> float:
     logging.getLogger("jax").setLevel(logging.WARNING)  # Hydra sets the root logger to INFO
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     jax.config.update("jax_enable_x64", cfg.precision == "float64")
+    if cfg.get("distributed"):  # one process per host, started by the cluster (e.g. srun)
+        jax.distributed.initialize()
+        if jax.process_index() > 0:  # the same run on every process: only process 0 owns the folder
+            out_dir = out_dir / f"process{jax.process_index()}"
     _enable_compile_cache(cfg)  # before the first compilation of the process
     data, bilevel, labels = build(cfg)
 
