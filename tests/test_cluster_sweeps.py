@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -83,6 +84,11 @@ def ray_head(tmp_path):
         except ProcessLookupError:
             pass
         log.close()
+        # what `ray stop` would clean up: the file through which a later ray.init() (a local
+        # Ray launcher run) would try to join this, now dead, head
+        current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        if current.is_file() and current.read_text().strip().endswith(f":{port}"):
+            current.unlink()
 
 
 @pytest.mark.slow
