@@ -751,6 +751,7 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
     loop = _Loop(bilevel, splits, dtype, final_tol, stop, eval_every, patience, min_delta,
                  max_rejections, divergence_factor, zero_hypergrad_steps, test_metrics, warn_once)
     histories = [[] for _ in members]
+    first_params = [None] * size  # inner solutions at each member's initial θ: warm start of its refit
     statuses: list[tuple[str, str] | None] = [None] * size
     if size > 1:
         statuses = [loop.finished(m) for m in members]
@@ -773,6 +774,8 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
             if record is not None:
                 histories[i].append(record)
                 records[i] = record
+                if record["step"] == 0:
+                    first_params[i] = members[i].inner_params
             if status is not None:
                 statuses[i] = (status, reason)
         if records and callback is not None:
@@ -805,7 +808,7 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
         model, _, metrics = refit_at(state.best_theta, state.best_params)
         model, model_metrics = jax.device_get(model), {k: float(v) for k, v in metrics.items()}
         initial = {"hparams": _hparams_list(bilevel, theta0),
-                   "val_loss": state.initial_val_loss, **test_metrics(theta0, None)}
+                   "val_loss": state.initial_val_loss, **test_metrics(theta0, first_params[best])}
     best_metrics = dict(state.best_metrics or {})
     best_metrics.update(model_metrics or {})
     final_metrics = history[-1] if history else {}

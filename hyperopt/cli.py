@@ -3,6 +3,7 @@
     hyperopt-run                                             # the default experiment
     hyperopt-run experiment=distill_digits mode=unrolled outer.learning_rate=0.05
     hyperopt-run -m mode=implicit,unrolled experiment=svm_digits hydra/launcher=joblib
+    hyperopt-run search=tpe search.trials=50 experiment=logistic_breast_cancer  # a black-box baseline
 
 Each run writes into its output folder: ``config.yaml`` (resolved), ``metrics.jsonl``
 (one line per outer step), ``summary.json``, ``model.npz`` (the returned model: the
@@ -144,11 +145,36 @@ def check_config(cfg: DictConfig) -> None:
     _check(cfg, "inner_tol", lambda v: v == "auto" or (not isinstance(v, str) and len(v) == 3
            and _positive(v[0]) and _positive(v[1]) and 0 < v[2] <= 1),
            "null or [initial > 0, final > 0, decay in (0, 1]], or auto", optional=True)
-    for key in ("init_l2reg", "init_l1reg"):
-        _check(cfg, f"problem.{key}", _positive, "a positive number")
+    for key in ("init_l2reg", "init_l1reg"):  # null: relative to the data (init_ratio)
+        _check(cfg, f"problem.{key}", _positive, "a positive number or null", optional=True)
+    _check(cfg, "problem.init_ratio", _positive, "a positive number")
     _check(cfg, "problem.l2reg", _positive, "a positive number")
     _check(cfg, "logger.mode", lambda v: v in ("online", "offline", "disabled"),
            "online, offline, disabled or null", optional=True)
+    _check_search(cfg)
+
+
+def _check_search(cfg: DictConfig) -> None:
+    """search=random|tpe: the trials, the bounds, and Optuna for TPE."""
+    if _search(cfg) is None:
+        return
+    _check(cfg, "search.trials", _positive_int, "a positive integer")
+    _check(cfg, "search.low", _positive, "a positive number")
+    _check(cfg, "search.high", lambda v: _positive(v) and v > cfg.search.low, "a number > search.low")
+    _check(cfg, "search.startup_trials", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+           "an integer >= 0")
+    if _search(cfg) == "tpe":
+        try:
+            import optuna  # noqa: F401
+        except ImportError:
+            raise ConfigError("search=tpe needs Optuna, which is not installed; allowed: pip install "
+                              "optuna (or pip install -e \".[optuna]\"), or search=random") from None
+
+
+def _search(cfg: DictConfig) -> str | None:
+    """The black-box search of a run (random, tpe), or None for the gradient-based outer loop."""
+    name = OmegaConf.select(cfg, "search.name", default="none")
+    return None if name in (None, "none") else name
 
 
 # ---------------------------------------------------------------------------------------
@@ -291,8 +317,12 @@ def build(cfg: DictConfig):
     problem = bilevel.problem
     data = instantiate(cfg.dataset, seed=cfg.seed, dtype=cfg.precision, **_file_task(cfg, problem))
     problem.check_data(data)
-    labels = {"problem": problem.name, "dataset": data.name, "mode": cfg.mode.name,
+    labels = {"problem": problem.name, "dataset": data.name, "mode": _search(cfg) or cfg.mode.name,
               "solver": solver_class(bilevel.make_solver).__name__}
+    if _search(cfg) is not None:  # a problem the search cannot take fails before anything is written
+        from hyperopt.search import search_space
+
+        search_space(problem, data, cfg.search.low, cfg.search.high)
     labels.update(tracking.run_labels({k: {"name": v} for k, v in labels.items()}))
     return data, bilevel, labels
 
@@ -326,6 +356,33 @@ def fit_options(cfg: DictConfig) -> dict:
             "population": cfg.get("population", 1),
             "population_range": tuple(cfg.get("population_range", (0.01, 100.0))),
             "shard_data": cfg.get("shard_data", False)}
+
+
+def _optimize(cfg: DictConfig, bilevel: Bilevel, data, state, **hooks) -> FitResult:
+    """The gradient-based outer loop (search=none), or the black-box search of search=random|tpe
+    (same splits, inner solver, refit and outputs; trials instead of outer steps)."""
+    if _search(cfg) is None:
+        from hyperopt.bilevel import fit
+
+        if (state is not None and not isinstance(state, list) and isinstance(state.opt_state, dict)
+                and "settings" in state.opt_state):
+            raise ConfigError(f"the output folder holds a search={state.opt_state['settings']['sampler']} "
+                              "run; allowed: the same search=..., or another hydra.run.dir")
+        return fit(bilevel, data, cfg.steps, state=state, **fit_options(cfg), **hooks)
+    from hyperopt.search import search
+
+    if cfg.get("population", 1) != 1 or cfg.get("shard_data", False):
+        raise ConfigError(f"search={cfg.search.name} with population={cfg.get('population', 1)}, "
+                          f"shard_data={str(cfg.get('shard_data', False)).lower()}; allowed: population=1 "
+                          "and shard_data=false (they apply to gradient-based runs, search=none)")
+    return search(bilevel, data, cfg.search.trials, cfg.search.name, seed=cfg.seed, low=cfg.search.low,
+                  high=cfg.search.high, startup_trials=cfg.search.get("startup_trials", 10), state=state,
+                  refit=cfg.refit, **hooks)
+
+
+def _budget(cfg: DictConfig) -> int:
+    """Outer steps, or the trials of a search."""
+    return cfg.steps if _search(cfg) is None else cfg.search.trials
 
 
 def _cv(cfg: DictConfig):
@@ -429,11 +486,13 @@ def _on_step(cfg: DictConfig, out_dir: Path, tracker, progress: _Progress):
         tracker.log(record["step"], record)
         progress.update(record)
         if not record["inner_converged"]:
+            where, what = (("trial", "that trial's loss") if "trial" in record else
+                           ("outer step", "hypergradients"))
             _warn_once(seen, "inner", progress.write,
                        f"inner solver stopped at solver.maxiter={cfg.solver.maxiter}"
                        f" with error {record['inner_error']:.3g} > tol {record['inner_tol']:.3g} "
-                       f"(outer step {record['step']}; recorded per step as inner_converged); "
-                       "hypergradients may be inaccurate")
+                       f"({where} {record['step']}; recorded per step as inner_converged); "
+                       f"{what} may be inaccurate")
         # an implicit linear solve that fell short: fit's LinearSolveWarning, shown once
         # a population's state is the list of its members' states
         if cfg.checkpoint_every and (record["step"] + 1) % cfg.checkpoint_every == 0:
@@ -447,7 +506,6 @@ def run(cfg: DictConfig) -> float:
     check_config(cfg)
     import jax
 
-    from hyperopt.bilevel import fit
     from hyperopt.checkpoint import save_checkpoint
 
     logging.getLogger("jax").setLevel(logging.WARNING)  # Hydra sets the root logger to INFO
@@ -464,22 +522,23 @@ def run(cfg: DictConfig) -> float:
         state = _resume_state(cfg, out_dir)
         finished = lambda: tracking.read_summary(out_dir).get("status") == "converged"
         if state is not None and (out_dir / "summary.json").exists() and (
-                _state_step(state) >= cfg.steps or finished()):
-            print(f"{PROG}: {out_dir} already holds a finished run ({_state_step(state)} steps); nothing "
-                  "to do (raise steps= to continue it)", file=sys.stderr)
+                _state_step(state) >= _budget(cfg) or finished()):
+            more = "search.trials" if _search(cfg) else "steps"
+            print(f"{PROG}: {out_dir} already holds a finished run ({_state_step(state)} "
+                  f"{more.split('.')[-1]}); nothing to do (raise {more}= to continue it)", file=sys.stderr)
             return float(tracking.read_summary(out_dir).get("final", {}).get("val_loss", math.inf))
         with _stop_on_sigint() as stop:  # before anything is written: Ctrl-C always ends cleanly
             done = _state_step(state) if state else 0
             tracker = _make_trackers(cfg, out_dir, labels, done)
-            progress = _Progress(cfg.steps, done=done)  # after wandb's own lines
+            progress = _Progress(_budget(cfg), done=done)  # after wandb's own lines
             try:
                 tracker.log_config(OmegaConf.to_container(cfg, resolve=True) | {"run": labels})
                 with warnings.catch_warnings():  # restores the filters and showwarning after
                     warnings.simplefilter("always")
                     warnings.showwarning = _show_warnings_once(progress)
-                    result = fit(bilevel, data, cfg.steps, state=state, **fit_options(cfg),
-                                 callback=_on_step(cfg, out_dir, tracker, progress),
-                                 should_stop=lambda: stop["requested"])
+                    result = _optimize(cfg, bilevel, data, state,
+                                       callback=_on_step(cfg, out_dir, tracker, progress),
+                                       should_stop=lambda: stop["requested"])
                 progress.close()  # before the lines below, which would break the bar
                 if cfg.checkpoint_every or result.status == "interrupted":
                     save_checkpoint(out_dir, result.members or result.state)
@@ -488,6 +547,8 @@ def run(cfg: DictConfig) -> float:
                           "loss); the best hyperparameters so far are kept in summary.json",
                           file=sys.stderr)
                 summary = _summary(result, labels, bilevel, data)
+                if _search(cfg) is not None:
+                    summary.update(search=_search(cfg), trials=result.state.step)
                 if result.model is not None:
                     np.savez(out_dir / MODEL_FILE, **_model_file(result, data))
                     summary["returned"]["model_file"] = MODEL_FILE
@@ -525,7 +586,8 @@ def final_line(summary: dict, out_dir) -> str:
     initial, returned = summary.get("initial") or {}, summary.get("returned") or {}
     fmt = lambda v: "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
     cached = " from cache" if (summary.get("compile") or {}).get("from_cache") else ""
-    return (f"{PROG}: {summary['status']} after {summary['steps']} steps "
+    unit = "trials" if summary.get("search") else "steps"
+    return (f"{PROG}: {summary['status']} after {summary['steps']} {unit} "
             f"({summary['total_time']:.1f} s, {summary['compile_time']:.1f} s compiling{cached}): "
             f"val loss {fmt(initial.get('val_loss'))} -> {fmt(returned.get('val_loss'))}, "
             f"test loss {fmt(initial.get('test_loss'))} -> {fmt(returned.get('test_loss'))}; "
@@ -732,8 +794,8 @@ def _check_group_option(o, loader) -> None:
     options = loader.get_group_options(key) + (["null"] if key == "experiment" else [])
     for value in values:
         if value not in options:
-            extras = " (more with the extras: pip install -e \".[joblib]\", \".[submitit]\" or " \
-                     "\".[optuna]\")" if key in ("hydra/launcher", "hydra/sweeper") else ""
+            extras = " (more with the extras: pip install -e \".[joblib]\" or \".[submitit]\")" \
+                if key == "hydra/launcher" else ""
             raise ConfigError(f"{key}={value}; allowed: {', '.join(options)}{extras}")
 
 

@@ -45,7 +45,9 @@ _EVENTS = {
     "/jax/compilation_cache/cache_misses": "misses",
 }
 _DURATIONS = {"/jax/compilation_cache/cache_retrieval_time_sec": "retrieval_s"}
-_counts = dict.fromkeys([*_EVENTS.values(), *_DURATIONS.values()], 0)
+# Every XLA compilation (or persistent-cache read) of a program, cache on or off.
+_BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
+_counts = dict.fromkeys([*_EVENTS.values(), *_DURATIONS.values(), "compiles"], 0)
 _lock = threading.Lock()
 _listening = False
 
@@ -101,7 +103,9 @@ class CompileWatch:
     """Counts JAX's persistent-cache events while the ``with`` block runs.
 
     Attributes (after the block): ``requests`` (compilations that consulted the cache),
-    ``hits``, ``misses`` and ``retrieval_s`` (time spent reading entries).
+    ``hits``, ``misses``, ``retrieval_s`` (time spent reading entries) and ``compiles``
+    (every program XLA compiled or read from the cache, whether the cache is on or not:
+    0 around code that only calls already compiled programs).
     """
 
     def __enter__(self):
@@ -122,7 +126,7 @@ class CompileWatch:
 
     def as_dict(self) -> dict:
         return {"requests": self.requests, "hits": self.hits, "misses": self.misses,
-                "retrieval_s": self.retrieval_s}
+                "retrieval_s": self.retrieval_s, "compiles": self.compiles}
 
 
 def _on_event(event: str, **kwargs) -> None:
@@ -133,6 +137,10 @@ def _on_event(event: str, **kwargs) -> None:
 
 
 def _on_duration(event: str, duration: float, **kwargs) -> None:
+    if event == _BACKEND_COMPILE:
+        with _lock:
+            _counts["compiles"] += 1
+        return
     key = _DURATIONS.get(event)
     if key is not None:
         with _lock:

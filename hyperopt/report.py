@@ -3,7 +3,10 @@
 ``write_report(path)`` finds every run under ``path`` (a folder holding ``metrics.jsonl``
 and ``summary.json``, see ``hyperopt.tracking``), writes PNG figures and a self-contained
 ``report.html`` (figures embedded as data URIs) into the folder, and returns the page's
-path. Implicit and unrolled runs of one problem/dataset share axes, coloured by mode.
+path. Implicit and unrolled runs of one problem/dataset share axes, coloured by mode;
+black-box searches (``hyperopt-run search=random|tpe``, mode ``random``/``tpe``, one trial per
+step) are drawn beside them, with the best validation loss so far vs step or trial and vs
+wall-clock time (``best_loss.png``).
 
 Command line::
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import glob
 import html
 import io
@@ -192,6 +196,17 @@ def _groups(runs: list[Run]) -> dict[str, list[Run]]:
     for run in runs:
         groups.setdefault(f"{run.label('problem')} / {run.label('dataset')}", []).append(run)
     return groups
+
+
+def _best_so_far(run: Run) -> Run:
+    """The run with ``best_val_loss``: the lowest validation loss up to each step or trial (the
+    search logs its own, the best trial's; a gradient-based run's is the running minimum)."""
+    if "best_val_loss" in run.metrics:
+        return run
+    values = run.metrics.get("val_loss", run.metrics.get("outer_loss"))
+    if values is None:
+        return run
+    return dataclasses.replace(run, metrics={**run.metrics, "best_val_loss": np.fmin.accumulate(values)})
 
 
 def _plot_series(ax, runs, modes, x_key: str, y_key: str, xlabel: str, title: str) -> None:
@@ -513,6 +528,13 @@ def write_report(path, out: str | Path | None = None) -> Path:
             _resources_figure(runs, modes),
         ),
     }
+    if any(r.summary.get("search") for r in runs):
+        figures["best_loss.png"] = (
+            "Best validation loss so far vs outer step or trial, and vs wall-clock time "
+            "(gradient-based and black-box runs)",
+            _series_figure([_best_so_far(r) for r in runs], modes,
+                           [("step", "best_val_loss", "outer step or trial"),
+                            ("time", "best_val_loss", "time (s)")]))
     for i, run in enumerate(runs):
         if run.images is not None:
             figures[f"images_{i}.png"] = (f"Learned images: {run.name}", _images_figure(run))

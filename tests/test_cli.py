@@ -27,14 +27,14 @@ from hyperopt import cli, tracking
 from hyperopt.problems.base import solver_class
 
 CONFIGS = Path(cli._config_dir())
-GROUPS = ("dataset", "problem", "solver", "mode", "mode/linear_solve", "outer", "logger")
+GROUPS = ("dataset", "problem", "solver", "mode", "mode/linear_solve", "outer", "logger", "search")
 EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
 
 # Which solvers each problem is meant to work with (everything else must be refused clearly).
 COMPATIBLE = {
     "ridge": {"lbfgs", "gradient_descent", "cholesky"},
     "logistic": {"lbfgs", "gradient_descent"},
-    "lasso": {"proximal_gradient", "block_cd"},
+    "lasso": {"coordinate_descent", "proximal_gradient", "block_cd"},
     "svm_dual": {"block_cd", "projected_gradient", "mirror_descent"},
     "distillation": {"lbfgs", "gradient_descent"},
 }

@@ -66,6 +66,8 @@ CASES = [
                                   f"dataset.path={_csv(d / 'x.csv', [f'{i},{i % 3},1' for i in range(30)])}"],
      r"all targets are 1; .* needs at least 2 classes"),
     ("unwritable_output", lambda d: [f"hydra.run.dir={_csv(d / 'afile', [])}/run"], r"(?i)not writable|afile"),
+    ("search_without_penalties", ["search=random", "problem=distillation", "dataset=digits", "cv_folds=0"],
+     r"search: problem 'distillation' has hyperparameters that are not penalties \(images\); allowed"),
 ]
 
 
@@ -116,6 +118,9 @@ OVERRIDE_CASES = [
     ("run_dir_uncreatable", ["hydra.run.dir=/proc/x"], r"hydra.run.dir=/proc/x: cannot create a folder in /proc"),
     ("run_dir_read_only", ["hydra.run.dir=/proc"], r"hydra.run.dir=/proc: cannot write in /proc"),
     ("run_dir_under_a_file", lambda d: [f"hydra.run.dir={_csv(d / 'afile', [])}/run"], r"afile is a file, not a folder"),
+    ("search_unknown", ["search=unknown"], r"search=unknown; allowed: none, random, tpe"),
+    ("search_trials_zero", ["search=random", "search.trials=0"], r"search.trials=0; allowed: a positive integer"),
+    ("search_bounds", ["search=tpe", "search.low=1.0", "search.high=0.1"], r"search.high=0.1; allowed: a number > search.low"),
     ("sweep_dir_uncreatable", ["-m", "steps=2,3", "hydra.sweep.dir=/proc/x"],
      r"hydra.sweep.dir=/proc/x: cannot create a folder in /proc"),
 ]
@@ -186,6 +191,9 @@ RUN_CASES = [
      r"resume=false but .* already holds a run"),
     ("resume_true_without_checkpoint", ["resume=true"], r"resume=true but .* holds no checkpoint"),
     ("deleted_key_the_run_needs", ["~hparam_penalty"], r"the run needs the config key 'hparam_penalty'"),
+    # an all-zero lasso solution: the hypergradient is exactly zero and λ could never move
+    ("lasso_start_above_lambda_max", ["experiment=lasso_synthetic", "problem.init_l1reg=100"],
+     r"init_l1reg=100 is at or above lambda_max=[0-9.]+ of the training split: the lasso solution is all zero"),
 ]
 
 

@@ -41,6 +41,9 @@ APPENDED = {
     "hyperopt-run -m mode=implicit,unrolled experiment=logistic_breast_cancer,distill_digits logger=none "
     "hydra.sweep.dir=multirun/implicit_vs_unrolled": ["steps=2", "solver.maxiter=50"],
     "hyperopt-report multirun/implicit_vs_unrolled --out experiments/figures": [],
+    "hyperopt-run -m search=none,random,tpe search.trials=50 experiment=logistic_breast_cancer logger=none "
+    "hydra.sweep.dir=multirun/search": ["search.trials=4", "steps=3"],
+    "hyperopt-report multirun/search": [],
     "hyperopt-run experiment=logistic_breast_cancer population=8 logger=none": ["steps=3"],
     "hyperopt-run experiment=ridge_diabetes shard_data=true logger=none": ["steps=3"],
     "hyperopt-run -m hydra/launcher=submitit_local seed=0,1 experiment=ridge_diabetes logger=none "

@@ -16,11 +16,12 @@ from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
 
 import jax.numpy as jnp
+import numpy as np
 
 from hyperopt.data import Dataset
 from hyperopt.solvers.base import IterativeSolver
 
-__all__ = ["InnerSolver", "L2Penalized", "Problem", "SolverFactory", "weighted_mean"]
+__all__ = ["InnerSolver", "L2Penalized", "Problem", "SolverFactory", "feature_scale", "weighted_mean"]
 
 SolverFactory = Callable[..., IterativeSolver]
 
@@ -103,17 +104,44 @@ class Problem:
         return ValueError(f"problem {self.name!r} cannot use solver {cls.__name__}; allowed: {names}")
 
 
+def feature_scale(X) -> float:
+    """The mean variance of the non-constant columns of ``X`` (host; dense or sparse): the
+    average eigenvalue of the centred ``XᵀX/n``, against which an L2 penalty is large or
+    small (1 for standardized features)."""
+    if hasattr(X, "to_scipy"):  # linop.SparseMatrix
+        X = X.to_scipy()
+        mean = np.asarray(X.mean(axis=0)).ravel()
+        var = np.asarray(X.multiply(X).mean(axis=0)).ravel() - mean ** 2
+    else:
+        var = np.var(np.asarray(X, np.float64), axis=0)
+    var = var[var > 1e-12 * max(float(var.max(initial=0.0)), 1e-300)]
+    return float(var.mean()) if var.size else 1.0
+
+
 @dataclasses.dataclass(frozen=True)
 class L2Penalized(Problem):
     """A problem whose hyperparameter is an L2 penalty λ, one or one per feature;
-    ``theta = log λ``."""
+    ``theta = log λ``.
+
+    The first λ is ``init_l2reg`` when given, else data-relative: ``init_ratio`` times
+    :func:`feature_scale` of the training split (the mean feature variance; for
+    standardized data the two are the same number).
+    """
 
     per_feature: bool = False
-    init_l2reg: float = 1.0
+    init_l2reg: float | None = 1.0
+    init_ratio: float = 1.0
+
+    def initial_l2reg(self, data: Dataset) -> float:
+        if self.init_l2reg is not None:
+            return float(self.init_l2reg)
+        if not self.init_ratio > 0:
+            raise ValueError(f"init_ratio={self.init_ratio!r}; allowed: a positive number")
+        return self.init_ratio * feature_scale(data.X_train)
 
     def init_hparams(self, data: Dataset):
         shape = (data.n_features,) if self.per_feature else ()
-        return jnp.full(shape, jnp.log(self.init_l2reg), data.X_train.dtype)
+        return jnp.asarray(np.full(shape, np.log(self.initial_l2reg(data))), data.X_train.dtype)
 
     def hparams(self, theta):
         return {"l2reg": jnp.exp(theta)}

@@ -1,9 +1,19 @@
 """Lasso / elastic net: the l1 penalty (scalar or per feature) tuned on validation MSE.
 
-Inner: ``min_w ½ mean_w((Xw - y)²) + Σ_j λ_j |w_j| (+ ½ μ ||w||²)``, a non-smooth problem
-whose hypergradient goes through the proximal fixed point. Hyperparameters
-``theta = {"l1reg": log λ}`` (and ``"l2reg": log μ`` for the elastic net). Solvers:
-:class:`~hyperopt.ProximalGradient` or :class:`~hyperopt.BlockCoordinateDescent`.
+Inner: ``min_{w,b} ½ mean_s((Xw + b - y)²) + Σ_j λ_j |w_j| (+ ½ μ ||w||²)`` with sample
+weights ``s`` and, with ``fit_intercept`` (default, as scikit-learn), an unpenalized
+intercept ``b`` (the problem is solved on data centred with the weights, implicitly:
+``b = ȳ - x̄ᵀw`` is the readout's, and the inner parameters are ``w`` alone).
+Hyperparameters ``theta = {"l1reg": log λ}`` (and ``"l2reg": log μ`` for the elastic net).
+
+Solvers: :class:`~hyperopt.CoordinateDescent` (default: working sets, duality gap, the
+hypergradient on the support), :class:`~hyperopt.ProximalGradient` or
+:class:`~hyperopt.BlockCoordinateDescent` (hypergradient through the proximal fixed point).
+
+**Where the search starts.** ``λ_max = ||X_cᵀ y_c||_∞ / n`` on the training split is the
+smallest penalty whose solution is all zero; there the outer loss is flat and the
+hypergradient exactly zero. The default start is ``init_ratio · λ_max`` (0.1, data
+relative); an absolute ``init_l1reg`` at or above ``λ_max`` is refused.
 """
 
 from __future__ import annotations
@@ -11,46 +21,116 @@ from __future__ import annotations
 import dataclasses
 
 import jax.numpy as jnp
+import numpy as np
 
-from hyperopt import prox
+from hyperopt import linop, prox
 from hyperopt.problems.base import InnerSolver, Problem, solver_class, weighted_mean
-from hyperopt.solvers import BlockCoordinateDescent, CompositeLinearFunction, ProximalGradient
+from hyperopt.solvers import (
+    BlockCoordinateDescent,
+    CompositeLinearFunction,
+    CoordinateDescent,
+    ProximalGradient,
+)
 
-__all__ = ["Lasso"]
+__all__ = ["Lasso", "lambda_max"]
+
+
+def _centred(r, sw):
+    return r - weighted_mean(r, sw)
 
 
 def least_squares(w, X, y, sw):
     return 0.5 * weighted_mean((X @ w - y) ** 2, sw)
 
 
-LEAST_SQUARES = CompositeLinearFunction(
-    subfun=lambda z, X, y, sw: 0.5 * weighted_mean((z - y) ** 2, sw),
-    design=lambda X, y, sw: X.T,
-    subfun_lipschitz=lambda X, y, sw: jnp.max(sw) / jnp.sum(sw))
+def least_squares_centred(w, X, y, sw):
+    """The least squares with the optimal intercept profiled out."""
+    return 0.5 * weighted_mean(_centred(X @ w - y, sw) ** 2, sw)
+
+
+def _composite(fit_intercept: bool) -> CompositeLinearFunction:
+    if fit_intercept:
+        subfun = lambda z, X, y, sw: 0.5 * weighted_mean(_centred(z - y, sw) ** 2, sw)
+    else:
+        subfun = lambda z, X, y, sw: 0.5 * weighted_mean((z - y) ** 2, sw)
+    # centring is a projection in the weighted norm: it does not raise the Lipschitz constant
+    return CompositeLinearFunction(subfun=subfun, design=lambda X, y, sw: X.T,
+                                   subfun_lipschitz=lambda X, y, sw: jnp.max(sw) / jnp.sum(sw))
+
+
+LEAST_SQUARES = _composite(False)
+
+
+def lambda_max(X, y, sample_weight=None, fit_intercept: bool = True) -> np.ndarray:
+    """``|X_cᵀ W y_c| / Σ s`` per feature (its max is the lasso's λ_max): a penalty ``λ_j``
+    at or above entry ``j`` for every ``j`` gives the all-zero solution.
+
+    Example:
+      >>> float(np.max(lambda_max(data.X_train, data.y_train)))   # the lasso's λ_max
+    """
+    y = np.asarray(y, np.float64)
+    sw = np.ones(y.shape[0]) if sample_weight is None else np.asarray(sample_weight, np.float64)
+    n = sw.sum()
+    if fit_intercept:
+        y = y - sw @ y / n
+    # on the host: no small XLA programs to compile at the start of every run
+    corr = (X.to_scipy().T @ (sw * y)) if linop.is_sparse(X) else np.asarray(X).T @ (sw * y)
+    return np.abs(corr) / n  # X_cᵀ W y_c = Xᵀ W y_c since Σ s y_c = 0
 
 
 @dataclasses.dataclass(frozen=True)
 class Lasso(Problem):
     """Lasso (``elastic_net=False``) or elastic net; ``per_feature`` for a weighted lasso.
 
+    Attributes:
+      init_ratio: the first λ is ``init_ratio · λ_max`` of the training split.
+      init_l1reg: an absolute first λ instead (must be below ``λ_max``).
+      init_l2reg: the elastic net's first μ.
+      fit_intercept: an unpenalized intercept (the model is ``{"coef", "intercept"}``).
+
     Example:
-      >>> inner = Lasso().inner_solver(ProximalGradient)
-      >>> w = inner.run(jnp.zeros(p), {"l1reg": jnp.log(0.1)}, X, y, jnp.ones(n)).params
+      >>> problem = Lasso()
+      >>> inner = problem.inner_solver(CoordinateDescent)
+      >>> w = inner.run(jnp.zeros(p), problem.init_hparams(data), X, y, jnp.ones(n)).params
     """
 
     name = "lasso"
     tasks = ("regression",)
     per_feature: bool = False
     elastic_net: bool = False
-    init_l1reg: float = 0.1
+    init_ratio: float = 0.1
+    init_l1reg: float | None = None
     init_l2reg: float = 0.1
+    fit_intercept: bool = True
+
+    def __post_init__(self):
+        if not 0 < self.init_ratio < 1:
+            raise ValueError(f"init_ratio={self.init_ratio!r}; allowed: a number in (0, 1) "
+                             "(the first λ is init_ratio × λ_max)")
+        if self.init_l1reg is not None and not self.init_l1reg > 0:
+            raise ValueError(f"init_l1reg={self.init_l1reg!r}; allowed: a positive number or null")
+
+    def lambda_max(self, data) -> float:
+        """λ_max of the training split (the smallest λ with an all-zero solution)."""
+        return float(np.max(lambda_max(data.X_train, data.y_train, fit_intercept=self.fit_intercept)))
 
     def init_hparams(self, data):
         shape = (data.n_features,) if self.per_feature else ()
         dtype = data.X_train.dtype
-        theta = {"l1reg": jnp.full(shape, jnp.log(self.init_l1reg), dtype)}
+        lam_max = self.lambda_max(data)
+        if self.init_l1reg is None:
+            l1 = self.init_ratio * lam_max
+        elif self.init_l1reg >= lam_max:
+            raise ValueError(
+                f"init_l1reg={self.init_l1reg:g} is at or above lambda_max={lam_max:.4g} of the "
+                "training split: the lasso solution is all zero and the hypergradient exactly zero, "
+                "so the penalty could never move; allowed: below lambda_max (or leave init_l1reg "
+                f"null to start at init_ratio={self.init_ratio:g} x lambda_max)")
+        else:
+            l1 = self.init_l1reg
+        theta = {"l1reg": jnp.asarray(np.full(shape, np.log(l1)), dtype)}
         if self.elastic_net:
-            theta["l2reg"] = jnp.asarray(jnp.log(self.init_l2reg), dtype)
+            theta["l2reg"] = jnp.asarray(np.log(self.init_l2reg), dtype)
         return theta
 
     def hparams(self, theta):
@@ -68,19 +148,36 @@ class Lasso(Problem):
     def inner_solver(self, make_solver):
         cls = solver_class(make_solver)
         prox_fn = prox.prox_elastic_net if self.elastic_net else prox.prox_lasso
-        if issubclass(cls, BlockCoordinateDescent):
-            solver = make_solver(fun=LEAST_SQUARES, block_prox=prox_fn,
+        if issubclass(cls, CoordinateDescent):
+            solver = make_solver(fit_intercept=self.fit_intercept)
+        elif issubclass(cls, BlockCoordinateDescent):
+            solver = make_solver(fun=_composite(self.fit_intercept), block_prox=prox_fn,
                                  block_hyperparams=self.per_feature)
         elif cls is ProximalGradient:  # not its subclasses (GradientDescent ignores the prox)
-            solver = make_solver(fun=least_squares, prox=prox_fn)
+            fun = least_squares_centred if self.fit_intercept else least_squares
+            solver = make_solver(fun=fun, prox=prox_fn)
         else:
-            raise self.unsupported_solver(make_solver, (ProximalGradient, BlockCoordinateDescent))
+            raise self.unsupported_solver(make_solver, (CoordinateDescent, ProximalGradient,
+                                                        BlockCoordinateDescent))
         return InnerSolver(solver, lambda theta, X, y, w: (self._prox_hparams(theta), X, y, w))
 
+    def readout(self, params, theta, X, y, w):
+        """``w``, or ``{"coef": w, "intercept": b}`` with ``b = mean_s(y - Xw)``."""
+        if not self.fit_intercept:
+            return params
+        return {"coef": params, "intercept": weighted_mean(y - X @ params, w)}
+
+    @staticmethod
+    def _predict(model, X):
+        if isinstance(model, dict):
+            return X @ model["coef"] + model["intercept"]
+        return X @ model
+
     def outer_loss(self, params, theta, X, y, w):
-        return weighted_mean((X @ params - y) ** 2, w)
+        return weighted_mean((self._predict(params, X) - y) ** 2, w)
 
     def metrics(self, params, theta, X, y):
-        mse = jnp.mean((X @ params - y) ** 2)
+        mse = jnp.mean((self._predict(params, X) - y) ** 2)
+        coef = params["coef"] if isinstance(params, dict) else params
         return {"loss": mse, "r2": 1 - mse / jnp.var(y),
-                "nonzeros": jnp.sum(jnp.abs(params) > 0).astype(params.dtype)}
+                "nonzeros": jnp.sum(jnp.abs(coef) > 0).astype(coef.dtype)}

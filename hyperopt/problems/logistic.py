@@ -50,7 +50,8 @@ class Logistic(L2Penalized):
 
     name = "logistic"
     tasks = ("binary", "multiclass")
-    init_l2reg: float = 1e-2
+    init_l2reg: float | None = None
+    init_ratio: float = 1e-2  # first λ: 1e-2 × the mean feature variance
 
     def init_params(self, data, n_samples: int | None = None):
         k = 1 if data.task == "binary" else data.n_classes

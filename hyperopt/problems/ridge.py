@@ -1,8 +1,11 @@
 """Ridge regression: λ (scalar or one per feature) tuned on validation MSE.
 
-Inner: ``min_w ½ mean_w((Xw - y)²) + ½ Σ_j λ_j w_j²`` (weighted by sample weights);
-hyperparameters ``theta = log λ``. Solvers: :class:`~hyperopt.GradientDescent`,
-:class:`~hyperopt.LBFGS` or the exact Cholesky solve (:class:`RidgeCholesky`).
+Inner: ``min_w ½ mean_w((Xw + b - y)²) + ½ Σ_j λ_j w_j²`` (weighted by sample weights;
+with ``fit_intercept`` an unpenalized intercept ``b``, profiled out: the objective is
+taken on data centred with the weights, implicitly, and ``b = ȳ - x̄ᵀw`` is the readout's,
+as scikit-learn's ``Ridge(fit_intercept=True)``); hyperparameters ``theta = log λ``.
+Solvers: :class:`~hyperopt.GradientDescent`, :class:`~hyperopt.LBFGS` or the exact
+Cholesky solve (:class:`RidgeCholesky`).
 """
 
 from __future__ import annotations
@@ -18,12 +21,24 @@ from hyperopt.solvers import LBFGS, ClosedForm, GradientDescent
 __all__ = ["Ridge", "RidgeCholesky"]
 
 
+def _centred(r, sw):
+    return r - weighted_mean(r, sw)
+
+
 def objective(w, l2reg, X, y, sw):
     return 0.5 * weighted_mean((X @ w - y) ** 2, sw) + 0.5 * jnp.sum(l2reg * w ** 2)
 
 
+def objective_centred(w, l2reg, X, y, sw):
+    return 0.5 * weighted_mean(_centred(X @ w - y, sw) ** 2, sw) + 0.5 * jnp.sum(l2reg * w ** 2)
+
+
 def gradient(w, l2reg, X, y, sw):
     return X.T @ (sw * (X @ w - y)) / jnp.sum(sw) + l2reg * w
+
+
+def gradient_centred(w, l2reg, X, y, sw):
+    return X.T @ (sw * _centred(X @ w - y, sw)) / jnp.sum(sw) + l2reg * w
 
 
 def cholesky(l2reg, X, y, sw):
@@ -32,6 +47,11 @@ def cholesky(l2reg, X, y, sw):
     L = jnp.linalg.cholesky(H)
     z = jnp.linalg.solve(L, X.T @ (sw * y) / n_eff)
     return jnp.linalg.solve(L.T, z)
+
+
+def cholesky_centred(l2reg, X, y, sw):
+    n_eff = jnp.sum(sw)
+    return cholesky(l2reg, X - (sw @ X) / n_eff, y - jnp.sum(sw * y) / n_eff, sw)
 
 
 @dataclasses.dataclass(eq=False, frozen=True)
@@ -54,7 +74,9 @@ class Ridge(L2Penalized):
 
     name = "ridge"
     tasks = ("regression",)
-    init_l2reg: float = 1.0
+    init_l2reg: float | None = None
+    init_ratio: float = 1.0  # first λ: the mean feature variance
+    fit_intercept: bool = False
 
     def init_params(self, data, n_samples: int | None = None):
         return jnp.zeros(data.n_features, data.X_train.dtype)
@@ -63,12 +85,32 @@ class Ridge(L2Penalized):
         cls = solver_class(make_solver)
         if not issubclass(cls, (GradientDescent, LBFGS, ClosedForm)):
             raise self.unsupported_solver(make_solver, (GradientDescent, LBFGS, ClosedForm))
-        solver = make_solver() if issubclass(cls, ClosedForm) else make_solver(fun=objective)
+        if issubclass(cls, RidgeCholesky) and self.fit_intercept:
+            solver = make_solver(solve=cholesky_centred, optimality=gradient_centred)
+        elif issubclass(cls, ClosedForm):
+            if self.fit_intercept:
+                raise ValueError(f"problem 'ridge' with fit_intercept=True cannot use solver "
+                                 f"{cls.__name__}; allowed: RidgeCholesky, LBFGS, GradientDescent")
+            solver = make_solver()
+        else:
+            solver = make_solver(fun=objective_centred if self.fit_intercept else objective)
         return InnerSolver(solver, lambda theta, X, y, w: (jnp.exp(theta), X, y, w))
 
+    def readout(self, params, theta, X, y, w):
+        """``w``, or ``{"coef": w, "intercept": b}`` with ``b = mean_s(y - Xw)``."""
+        if not self.fit_intercept:
+            return params
+        return {"coef": params, "intercept": weighted_mean(y - X @ params, w)}
+
+    @staticmethod
+    def _predict(model, X):
+        if isinstance(model, dict):
+            return X @ model["coef"] + model["intercept"]
+        return X @ model
+
     def outer_loss(self, params, theta, X, y, w):
-        return weighted_mean((X @ params - y) ** 2, w)
+        return weighted_mean((self._predict(params, X) - y) ** 2, w)
 
     def metrics(self, params, theta, X, y):
-        mse = jnp.mean((X @ params - y) ** 2)
+        mse = jnp.mean((self._predict(params, X) - y) ** 2)
         return {"loss": mse, "r2": 1 - mse / jnp.var(y)}

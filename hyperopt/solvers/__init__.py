@@ -2,6 +2,7 @@
 
 from hyperopt.solvers.base import ClosedForm, IterativeSolver, OptStep
 from hyperopt.solvers.block import BlockCoordinateDescent, CompositeLinearFunction, MirrorDescent
+from hyperopt.solvers.coordinate_descent import CoordinateDescent
 from hyperopt.solvers.gradient import GradientDescent, ProjectedGradient, ProximalGradient
 from hyperopt.solvers.lbfgs import LBFGS
 
@@ -10,6 +11,7 @@ __all__ = [
     "BlockCoordinateDescent",
     "ClosedForm",
     "CompositeLinearFunction",
+    "CoordinateDescent",
     "GradientDescent",
     "IterativeSolver",
     "MirrorDescent",

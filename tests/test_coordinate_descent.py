@@ -1,0 +1,253 @@
+"""Coordinate descent for the lasso / elastic net: scikit-learn's solutions and duality gap,
+and the support-restricted hypergradient against the full proximal fixed point and float64
+central finite differences."""
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.datasets import make_regression
+from sklearn.linear_model import ElasticNet, Lasso
+
+from hyperopt import prox, root_vjp
+from hyperopt.linear_solve import solve_lu
+from hyperopt.solvers import CoordinateDescent
+
+N, P = 60, 40
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, y = make_regression(n_samples=N, n_features=P, n_informative=8, noise=5.0, random_state=0)
+    y = y / np.std(y) + 3.0  # an offset the intercept has to find
+    sw = np.random.default_rng(0).uniform(0.5, 2.0, N)
+    return X, y, sw
+
+
+def _lam_max(X, y, sw, fit_intercept):
+    sw = np.ones(len(y)) if sw is None else sw
+    if fit_intercept:
+        X = X - sw @ X / sw.sum()
+        y = y - sw @ y / sw.sum()
+    return np.max(np.abs(X.T @ (sw * y))) / sw.sum()
+
+
+def _rel(a, b):
+    return np.max(np.abs(np.asarray(a) - np.asarray(b))) / np.max(np.abs(np.asarray(b)))
+
+
+@pytest.mark.parametrize("fit_intercept", [False, True])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_lasso_matches_sklearn(data, fit_intercept, weighted):
+    X, y, sw = data
+    sw = sw if weighted else None
+    lam = 0.05 * _lam_max(X, y, sw, fit_intercept)
+    cd = CoordinateDescent(fit_intercept=fit_intercept, tol=1e-14, maxiter=500)
+    out = cd.run(jnp.zeros(P), lam, X, y, sw)
+    sk = Lasso(alpha=lam, fit_intercept=fit_intercept, tol=1e-14, max_iter=100_000).fit(X, y, sample_weight=sw)
+    assert 3 < np.count_nonzero(sk.coef_) < P  # sparse, not trivial
+    assert _rel(out.params, sk.coef_) < 1e-6
+    assert float(cd.intercept(out.params, X, y, sw)) == pytest.approx(sk.intercept_, rel=1e-6, abs=1e-9)
+    assert bool(out.state.converged)
+
+
+@pytest.mark.parametrize("fit_intercept", [False, True])
+def test_elastic_net_matches_sklearn(data, fit_intercept):
+    X, y, sw = data
+    l1, l2 = 0.03, 0.2
+    cd = CoordinateDescent(fit_intercept=fit_intercept, tol=1e-14, maxiter=500)
+    out = cd.run(jnp.zeros(P), (l1, l2), X, y, sw)
+    sk = ElasticNet(alpha=l1 + l2, l1_ratio=l1 / (l1 + l2), fit_intercept=fit_intercept, tol=1e-14,
+                    max_iter=100_000).fit(X, y, sample_weight=sw)
+    assert _rel(out.params, sk.coef_) < 1e-6
+    assert float(cd.intercept(out.params, X, y, sw)) == pytest.approx(sk.intercept_, rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.parametrize("fit_intercept", [False, True])
+def test_per_feature_penalties_match_sklearn_on_scaled_columns(data, fit_intercept):
+    """λ_j = α c_j is scikit-learn's Lasso(α) on the columns X_j / c_j, with w_j = v_j / c_j."""
+    X, y, _ = data
+    c = np.random.default_rng(1).uniform(0.3, 3.0, P)
+    alpha = 0.05 * _lam_max(X / c, y, None, fit_intercept)
+    out = CoordinateDescent(fit_intercept=fit_intercept, tol=1e-14, maxiter=500).run(
+        jnp.zeros(P), jnp.asarray(alpha * c), X, y)
+    sk = Lasso(alpha=alpha, fit_intercept=fit_intercept, tol=1e-14, max_iter=100_000).fit(X / c, y)
+    assert 3 < np.count_nonzero(sk.coef_) < P
+    assert _rel(out.params, sk.coef_ / c) < 1e-6
+
+
+@pytest.mark.parametrize("fit_intercept", [False, True])
+def test_duality_gap_is_sklearns(data, fit_intercept):
+    """``state.gap`` at scikit-learn's (unconverged) solution is its ``dual_gap_``, with sample
+    weights; ``error`` divides it by Σ s y_c² / Σ s, so that ``tol`` means scikit-learn's."""
+    X, y, sw = data
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk = ElasticNet(alpha=0.5, l1_ratio=0.7, fit_intercept=fit_intercept, tol=1e-12, max_iter=2).fit(
+            X, y, sample_weight=sw)
+    state = CoordinateDescent(fit_intercept=fit_intercept).init_state(jnp.asarray(sk.coef_), (0.35, 0.15), X, y, sw)
+    assert float(state.gap) == pytest.approx(sk.dual_gap_, rel=1e-10)
+    yc = y - (sw @ y / sw.sum() if fit_intercept else 0.0)
+    assert float(state.error) == pytest.approx(sk.dual_gap_ / (sw @ yc ** 2 / sw.sum()), rel=1e-10)
+
+
+def test_a_looser_tol_stops_earlier_at_its_gap(data):
+    X, y, _ = data
+    lam = 0.05 * _lam_max(X, y, None, False)
+    loose = CoordinateDescent(tol=1e-4).run(jnp.zeros(P), lam, X, y)
+    tight = CoordinateDescent(tol=1e-12, maxiter=1000).run(jnp.zeros(P), lam, X, y)
+    assert float(loose.state.error) <= 1e-4 < float(CoordinateDescent().init_state(
+        jnp.zeros(P), lam, X, y).error)
+    assert float(tight.state.error) <= 1e-12
+    assert int(loose.state.epochs) < int(tight.state.epochs)
+
+
+def test_unrolled_epochs_reach_the_same_solution(data):
+    X, y, sw = data
+    lam = 0.05 * _lam_max(X, y, sw, True)
+    ws = CoordinateDescent(fit_intercept=True, tol=1e-13, maxiter=500).run(jnp.zeros(P), lam, X, y, sw)
+    full = CoordinateDescent(fit_intercept=True, tol=1e-13, maxiter=2000, implicit_diff=False).run(
+        jnp.zeros(P), lam, X, y, sw)
+    assert _rel(full.params, ws.params) < 1e-6
+
+
+# ---------------------------------------------------------------------------------------
+# Hypergradients
+# ---------------------------------------------------------------------------------------
+
+def _smooth(w, X, y, sw, fit_intercept):
+    r = y - X @ w
+    if fit_intercept:
+        r = r - jnp.sum(sw * r) / jnp.sum(sw)
+    return 0.5 * jnp.sum(sw * r ** 2) / jnp.sum(sw)
+
+
+def _full_system_vjp(w, hyper, X, y, sw, g, fit_intercept, elastic):
+    """The same vjp through the full proximal fixed point w = prox(w - η∇f(w)) (p×p, dense LU)."""
+    eta = 1.0 / np.linalg.norm(np.sqrt(sw)[:, None] * X, 2) ** 2 * np.sum(sw)
+    prox_fn = prox.prox_elastic_net if elastic else prox.prox_lasso
+
+    def fixed_point(w, hyper, X, y, sw):
+        grad = jax.grad(_smooth)(w, X, y, sw, fit_intercept)
+        return prox_fn(w - eta * grad, hyper, eta) - w
+
+    return root_vjp(fixed_point, w, (hyper, X, y, sw), g, solve=solve_lu)
+
+
+@pytest.mark.parametrize("case", ["lasso", "lasso_intercept", "per_feature", "elastic_net"])
+def test_support_hypergradient_equals_full_system(data, case):
+    X, y, sw = (jnp.asarray(a) for a in data)
+    fit_intercept = case == "lasso_intercept"
+    lam = 0.05 * _lam_max(*data, fit_intercept)
+    if case == "per_feature":
+        hyper = jnp.asarray(lam * np.random.default_rng(2).uniform(0.5, 2.0, P))
+    elif case == "elastic_net":
+        hyper = (jnp.asarray(lam), jnp.asarray(0.1))
+    else:
+        hyper = jnp.asarray(lam)
+    cd = CoordinateDescent(fit_intercept=fit_intercept, tol=1e-14, maxiter=500)
+    w = cd.run(jnp.zeros(P), hyper, X, y, sw).params
+    support = np.flatnonzero(np.asarray(w))
+    assert 3 < support.size < P
+    g = jnp.asarray(np.random.default_rng(3).normal(size=P))
+    restricted = root_vjp(cd.optimality_fun, w, (hyper, X, y, sw), g)  # default: CG on the support
+    full = _full_system_vjp(w, hyper, X, y, sw, g, fit_intercept, case == "elastic_net")
+    for a, b in zip(jax.tree.leaves(restricted), jax.tree.leaves(full), strict=True):
+        assert _rel(a, b) < 1e-8
+    # the restricted system is (X_Sᵀ W X_S / n + μ I) v = g_S; check its closed form for λ
+    if case == "lasso":
+        Xs = np.asarray(X)[:, support]
+        H = Xs.T @ (np.asarray(sw)[:, None] * Xs) / np.sum(sw)
+        v = np.linalg.solve(H, np.asarray(g)[support])
+        expected = -np.sign(np.asarray(w)[support]) @ v
+        assert float(restricted[0]) == pytest.approx(expected, rel=1e-8)
+
+
+@pytest.mark.parametrize("fit_intercept", [False, True])
+@pytest.mark.parametrize("implicit", [True, False])
+def test_hypergradient_matches_finite_differences(data, fit_intercept, implicit):
+    """d/dlog λ of the validation MSE of (w*, b*) — implicit (support CG) and unrolled."""
+    X, y, _ = (jnp.asarray(a) for a in data)
+    Xt, yt, Xv, yv = X[:40], y[:40], X[40:], y[40:]
+    sw = jnp.ones(40)
+    cd = CoordinateDescent(fit_intercept=fit_intercept, tol=1e-15, maxiter=300 if implicit else 3000,
+                           implicit_diff=implicit)
+
+    def val_loss(t):
+        w = cd.run(jnp.zeros(P), jnp.exp(t), Xt, yt, sw).params
+        b = cd.intercept(w, Xt, yt, sw)
+        return jnp.mean((Xv @ w + b - yv) ** 2)
+
+    t0 = float(np.log(0.1 * _lam_max(np.asarray(Xt), np.asarray(yt), None, fit_intercept)))
+    grad = float(jax.grad(val_loss)(t0))
+    h = 1e-4
+    fd = (float(val_loss(t0 + h)) - float(val_loss(t0 - h))) / (2 * h)
+    assert abs(grad) > 1e-3
+    assert grad == pytest.approx(fd, rel=1e-6)
+
+
+def test_bad_options():
+    with pytest.raises(ValueError, match="ws_start=0; allowed: a positive integer"):
+        CoordinateDescent(ws_start=0)
+    with pytest.raises(ValueError, match="ws_ratio=1.5; allowed"):
+        CoordinateDescent(ws_ratio=1.5)
+
+
+# ---------------------------------------------------------------------------------------
+# The lasso problem's start
+# ---------------------------------------------------------------------------------------
+
+def test_lasso_starts_below_lambda_max_and_refuses_a_start_above():
+    from hyperopt.data import load_dataset
+    from hyperopt.problems import Lasso as LassoProblem
+
+    data = load_dataset("make_regression", n_samples=80, n_features=30, n_informative=5, noise=5.0, seed=1)
+    X, y = np.asarray(data.X_train), np.asarray(data.y_train) + 2.0  # not centred: the intercept matters
+    data = dataclasses.replace(data, y_train=jnp.asarray(y))
+    problem = LassoProblem()
+    lam_max = problem.lambda_max(data)
+    # scikit-learn's own boundary: all zero at λ_max, not just below it
+    assert np.all(Lasso(alpha=lam_max * (1 + 1e-9), tol=1e-12).fit(X, y).coef_ == 0)
+    assert np.any(Lasso(alpha=lam_max * (1 - 1e-3), tol=1e-12).fit(X, y).coef_ != 0)
+    assert float(jnp.exp(problem.init_hparams(data)["l1reg"])) == pytest.approx(0.1 * lam_max, rel=1e-12)
+    assert float(jnp.exp(LassoProblem(init_ratio=0.5).init_hparams(data)["l1reg"])) == pytest.approx(0.5 * lam_max)
+    with pytest.raises(ValueError, match=r"init_l1reg=.* is at or above lambda_max=.*all zero"):
+        LassoProblem(init_l1reg=1.01 * lam_max).init_hparams(data)
+    with pytest.raises(ValueError, match=r"init_ratio=1.5; allowed: a number in \(0, 1\)"):
+        LassoProblem(init_ratio=1.5)
+
+
+def test_ridge_intercept_matches_sklearn_and_l2_starts_are_data_relative():
+    """Ridge(fit_intercept=True) = scikit-learn's Ridge(fit_intercept=True) (the readout's
+    intercept too); Ridge/Logistic start at init_ratio × the mean feature variance."""
+    from sklearn.linear_model import Ridge as SkRidge
+
+    from hyperopt.data import load_dataset
+    from hyperopt.problems import Logistic, Ridge, RidgeCholesky
+    from hyperopt.problems.base import feature_scale
+    from hyperopt.solvers import LBFGS
+
+    X, y = make_regression(n_samples=50, n_features=8, noise=3.0, random_state=4)
+    X = 3.0 * X + 1.5
+    y = y + 7.0
+    lam = 0.2
+    sk = SkRidge(alpha=lam * len(y), fit_intercept=True).fit(X, y)
+    problem = Ridge(fit_intercept=True)
+    sw = jnp.ones(len(y))
+    for make in (RidgeCholesky, functools.partial(LBFGS, tol=1e-12, maxiter=500)):
+        inner = problem.inner_solver(make)
+        w = inner.run(jnp.zeros(8), jnp.log(lam), jnp.asarray(X), jnp.asarray(y), sw).params
+        model = problem.readout(w, None, jnp.asarray(X), jnp.asarray(y), sw)
+        assert _rel(model["coef"], sk.coef_) < 1e-8
+        assert float(model["intercept"]) == pytest.approx(sk.intercept_, rel=1e-8)
+    assert feature_scale(X) == pytest.approx(9.0 * np.mean(np.var(X / 3.0, axis=0)), rel=1e-12)
+    data = load_dataset("diabetes", seed=0)  # standardized: scale 1, the old absolute defaults
+    assert float(jnp.exp(Ridge().init_hparams(data))) == pytest.approx(1.0, rel=1e-10)
+    assert float(jnp.exp(Ridge(init_ratio=0.5).init_hparams(data))) == pytest.approx(0.5, rel=1e-10)
+    assert float(jnp.exp(Ridge(init_l2reg=3.0).init_hparams(data))) == pytest.approx(3.0)
+    cancer = load_dataset("breast_cancer", seed=0)
+    assert float(jnp.exp(Logistic().init_hparams(cancer))) == pytest.approx(1e-2, rel=1e-10)
