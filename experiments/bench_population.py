@@ -34,17 +34,15 @@ def main(argv=None) -> None:
                         help="single runs timed for the sequential estimate")
     args = parser.parse_args(argv)
     one_thread()
-    import dataclasses
-
     import jax
 
     jax.config.update("jax_enable_x64", True)
     from hydra import compose, initialize_config_dir
 
     from hyperopt import cli, compile_cache
-    from hyperopt.bilevel import fit
+    from hyperopt.bilevel import fit, init_state, make_splits
     from hyperopt.data import load_dataset
-    from hyperopt.population import member_factors
+    from hyperopt.population import member_inits
 
     print(header(sys.argv if argv is None else ["experiments/bench_population.py", *argv]))
     sizes = [int(k) for k in (args.sizes or ("1,8" if args.quick else "1,8,64")).split(",")]
@@ -58,13 +56,13 @@ def main(argv=None) -> None:
     opts.pop("population", None)
     population_range = opts.pop("population_range")
 
-    def single(factor):
-        problem = dataclasses.replace(bilevel.problem, init_l2reg=bilevel.problem.init_l2reg * factor)
-        return fit(dataclasses.replace(bilevel, problem=problem), data, steps, **opts)
+    def single(theta):  # a separate run started where that member starts
+        splits = make_splits(bilevel.problem, data, bilevel.cv_folds, opts["seed"])
+        return fit(bilevel, data, steps, state=init_state(bilevel, data, splits, theta), **opts)
 
-    factors = member_factors(max(sizes), population_range)
-    picked = factors[:: max(1, len(factors) // args.repeats)][:args.repeats]
-    singles = [timed(lambda f=f: single(f)) for f in picked]
+    inits = member_inits(bilevel.problem, data, max(sizes), population_range)
+    picked = inits[:: max(1, len(inits) // args.repeats)][:args.repeats]
+    singles = [timed(lambda t=t: single(t)) for t in picked]
     single_s = median([s for s, _ in singles])
     single_loop = median([r.total_time - r.compile_time for _, r in singles])
     rows = []
