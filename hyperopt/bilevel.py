@@ -393,10 +393,11 @@ class Bilevel:
         return self._update(theta, opt_state, loss, grad, params, states, residual, splits, tol,
                             step_scale)
 
-    def refit_model(self, theta, init_params, X, y, X_test, y_test, tol):
-        """The model handed back: the inner problem solved on ``(X, y)`` (all weights one) at
-        ``theta``, its readout (what predicts), its inner solution and its test metrics."""
-        w = jnp.ones(y.shape[0], X.dtype)
+    def refit_model(self, theta, init_params, X, y, X_test, y_test, tol, w=None):
+        """The model handed back: the inner problem solved on ``(X, y)`` (weights ``w``, default
+        all one; sharded data pad with zeros) at ``theta``, its readout (what predicts), its
+        inner solution and its test metrics."""
+        w = jnp.ones(y.shape[0], X.dtype) if w is None else w
         params = self._solver(tol, implicit=True).run(init_params, *self.inner.args(theta, X, y, w)).params
         model = self.problem.readout(params, theta, X, y, w)
         metrics = self.problem.metrics(model, theta, X_test, y_test)
@@ -429,6 +430,10 @@ class FitResult(NamedTuple):
     refit: str = "train_val"
     warnings: tuple[str, ...] = ()
     compile: dict | None = None  # per-program compile seconds and the persistent cache's counts
+    members: list | None = None  # a population: every member's final OuterState
+    population: list | None = None  # a population: per member initial/best hparams, best loss
+    best_member: int | None = None  # a population: the member whose run this result is
+    devices: int = 1  # devices the data were sharded across (1: not sharded)
 
 
 def hparam_log(hparams: dict, max_size: int = 10) -> dict[str, float]:
@@ -458,8 +463,9 @@ def _finite(tree) -> bool:
     return all(bool(np.all(np.isfinite(np.asarray(leaf)))) for leaf in jax.tree.leaves(tree))
 
 
-def init_state(bilevel: Bilevel, data: Dataset, splits: Splits) -> OuterState:
-    theta = bilevel.problem.init_hparams(data)
+def init_state(bilevel: Bilevel, data: Dataset, splits: Splits, theta=None) -> OuterState:
+    """The outer state before the first step, at ``theta`` (default: the problem's start)."""
+    theta = bilevel.problem.init_hparams(data) if theta is None else theta
     return OuterState(step=0, theta=theta, opt_state=bilevel.optimizer.init(theta),
                       inner_params=splits.cold_params, best_theta=theta, best_loss=math.inf,
                       best_step=-1, step_scale=1.0)
@@ -481,106 +487,41 @@ def _warm_refit(init_cold, params):
     return mean if same else init_cold
 
 
-def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None = None,
-        stop: StopRule | None = DEFAULT_STOP, refit: str = "train_val", eval_every: int = 0,
-        patience: int | None = None, min_delta: float = 0.0, max_rejections: int = 5,
-        divergence_factor: float = 10.0, zero_hypergrad_steps: int = 3,
-        seed: int = 0, callback: Callable[[OuterState, dict], None] | None = None,
-        should_stop: Callable[[], bool] | None = None) -> FitResult:
-    """Runs the outer loop for at most ``steps`` steps, then refits the returned model.
+@dataclasses.dataclass
+class _Loop:
+    """What the outer steps of one :func:`fit` share; :meth:`advance` is the host-side
+    bookkeeping of one step of one run (or of one member of a population)."""
 
-    Args:
-      bilevel: the problem, solver and optimizer.
-      data: a :class:`~hyperopt.data.Dataset`.
-      steps: maximum number of outer steps (status ``"completed"`` when all ran).
-      state: an :class:`OuterState` to resume from (e.g. loaded from a checkpoint).
-      stop: the outer stopping rule (status ``"converged"``); ``None`` runs all steps.
-      refit: ``"train_val"``: the returned model is refit at the best hyperparameters on
-        train ∪ val; ``"train"``: on the training split alone (hold-out only; the model
-        the search validated).
-      eval_every: also record the returned model's test metrics every this many steps
-        (refit at the step's hyperparameters); 0: only at the end.
-      patience: stop when the outer loss has not improved by ``min_delta`` for this many
-        steps (status ``"early_stopped"``); ``None`` disables it.
-      max_rejections: a step with a non-finite loss or hypergradient, or an outer loss
-        above ``divergence_factor`` times the best so far, is rejected (a
-        :class:`DivergenceWarning`; the last good hyperparameters are restored and the step
-        size halved); after this many rejections in a row the run stops with status
-        ``"diverged"``.
-      zero_hypergrad_steps: warn (:class:`ZeroHypergradientWarning`, once) after this
-        many steps in a row with an exactly zero hypergradient.
-      callback: called after every step with ``(state, record)`` (logging, checkpoints).
-      should_stop: polled after every step (e.g. set by a SIGINT handler).
+    bilevel: Bilevel
+    splits: Splits
+    dtype: Any
+    final_tol: jax.Array
+    stop: StopRule | None
+    eval_every: int
+    patience: int | None
+    min_delta: float
+    max_rejections: int
+    divergence_factor: float
+    zero_hypergrad_steps: int
+    test_metrics: Callable
+    warn_once: Callable
+    start: float = 0.0
+    label: str = ""  # "member i: " in a population's warnings
 
-    Returns:
-      A :class:`FitResult`: the history (one dict per step), the best hyperparameters
-      (lowest outer loss), the returned model and its test metrics.
-    """
-    if refit not in REFITS:
-        raise ValueError(f"refit={refit!r}; allowed: {', '.join(REFITS)}")
-    splits = make_splits(bilevel.problem, data, bilevel.cv_folds, seed)
-    if refit == "train" and splits.n_folds > 1:
-        raise ValueError("refit='train' needs a hold-out outer loss (cv_folds=0); with k folds "
-                         "the returned model is refit on train ∪ val (refit='train_val')")
-    state = init_state(bilevel, data, splits) if state is None else state
-    dtype = data.X_train.dtype
-    X_refit, y_refit = _refit_data(bilevel, data, refit)
-    refit_cold = bilevel.problem.init_params(data, n_samples=y_refit.shape[0])
-    final_tol = jnp.asarray(bilevel.final_tol(dtype), dtype)
-
-    # Two compiled programs per run, both before the loop: the outer step, and the refit
-    # with its test metrics (run at the end). Tolerance and step scale are traced.
-    tol0, scale0 = bilevel.tol_at(state.step, dtype, state.tight), jnp.asarray(1.0, dtype)
-    with compile_cache.CompileWatch() as watch:
-        t0 = time.perf_counter()
-        step_l = jax.jit(bilevel.outer_step).lower(
-            state.theta, state.opt_state, state.inner_params, splits, tol0, scale0)
-        refit_l = jax.jit(bilevel.refit_model).lower(state.theta, refit_cold, X_refit, y_refit,
-                                                     data.X_test, data.y_test, final_tol)
-        t1 = time.perf_counter()
-        step_c = step_l.compile()
-        t2 = time.perf_counter()
-        refit_c = refit_l.compile()
-        t3 = time.perf_counter()
-    compile_time = t3 - t0
-    # trace_s: tracing and lowering to StableHLO (paid by every run); step_s/refit_s: XLA's
-    # compilation of each program, or reading it from the persistent cache
-    compile_info = {"trace_s": t1 - t0, "step_s": t2 - t1, "refit_s": t3 - t2,
-                    "cache_dir": str(compile_cache.enabled_dir() or "") or None,
-                    "cache": watch.as_dict(), "from_cache": watch.from_cache}
-    compiled_temp_mb = _temp_mb(step_c)
-    residual_bar = float(np.sqrt(np.finfo(dtype).eps))
-    check_residual = bilevel.implicit and bilevel._linear_solve[1]
-    messages: list[str] = []
-
-    def warn_once(category, message):
-        if not any(m.startswith(category.__name__) for m in messages):
-            messages.append(f"{category.__name__}: {message}")
-            warnings.warn(message, category, stacklevel=3)
-
-    def test_metrics(theta, params):
-        _, _, metrics = refit_c(theta, _warm_refit(refit_cold, params), X_refit, y_refit,
-                                data.X_test, data.y_test, final_tol)
-        return {k: float(v) for k, v in metrics.items()}
-
-    history, status, stop_reason = [], "completed", f"ran all {steps} steps"
-    first_params = None
-    start = time.perf_counter()
-    while state.step < steps:
-        tol = bilevel.tol_at(state.step, dtype, state.tight)
-        t = time.perf_counter()
-        theta, opt_state, params, info = jax.block_until_ready(step_c(
-            state.theta, state.opt_state, state.inner_params, splits, tol,
-            jnp.asarray(state.step_scale, dtype)))
-        step_time = time.perf_counter() - t
+    def advance(self, state: OuterState, out, tol, step_time: float):
+        """The state after the computed step ``out = (theta, opt_state, params, info)`` taken
+        from ``state``. Returns ``(state, record, status, stop_reason)``: ``record`` is None
+        for a rejected step, ``status`` None while the run goes on."""
+        bilevel, stop, dtype = self.bilevel, self.stop, self.dtype
+        theta, opt_state, params, info = out
         loss = float(info.outer_loss)
-        exploded = loss > divergence_factor * max(state.best_loss, 1e-12)
+        exploded = loss > self.divergence_factor * max(state.best_loss, 1e-12)
         if not (math.isfinite(loss) and _finite(info.hypergrad) and _finite(theta)) or exploded:
             # Reject: go back to the last good hyperparameters with a halved step. The
             # fallback and the count live in the state, so a resumed run recovers alike.
-            warnings.warn(f"outer step {state.step}: outer loss {loss:.4g}, hypergradient norm "
-                          f"{float(info.hypergrad_norm):.4g}; step rejected, "
-                          f"step size x{state.step_scale * 0.5:g}", DivergenceWarning, stacklevel=2)
+            warnings.warn(f"{self.label}outer step {state.step}: outer loss {loss:.4g}, hypergradient "
+                          f"norm {float(info.hypergrad_norm):.4g}; step rejected, "
+                          f"step size x{state.step_scale * 0.5:g}", DivergenceWarning, stacklevel=4)
             fallback = state.last_good if state.last_good is not None else state
             state = fallback._replace(
                 step=state.step, step_scale=state.step_scale * 0.5, best_theta=state.best_theta,
@@ -589,15 +530,14 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
                 best_at_final=state.best_at_final,
                 last_good=fallback.last_good, rejections=state.rejections + 1, retry=True,
                 initial_val_loss=state.initial_val_loss)
-            if state.rejections >= max_rejections:
-                status, stop_reason = "diverged", f"{max_rejections} rejected steps in a row"
-                break
-            continue
+            if state.rejections >= self.max_rejections:
+                return state, None, "diverged", f"{self.max_rejections} rejected steps in a row"
+            return state, None, None, ""
         metrics = {f"val_{k}": float(v) for k, v in info.val_metrics.items()}
-        if splits.n_folds > 1:
+        if self.splits.n_folds > 1:
             metrics["val_loss"] = float(info.data_loss)  # the k-fold (out-of-fold) loss
-        if eval_every and (state.step + 1) % eval_every == 0:
-            metrics.update(test_metrics(state.theta, params))
+        if self.eval_every and (state.step + 1) % self.eval_every == 0:
+            metrics.update(self.test_metrics(state.theta, params))
         residual = float(info.linear_residual) if bilevel.implicit else None
         record = {
             "step": state.step, "outer_loss": loss,
@@ -612,24 +552,25 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
             "linear_residual": residual,
             **hparam_log(jax.device_get(info.hparams)),
         }
-        record["time"] = time.perf_counter() - start
-        if check_residual and not residual <= residual_bar:
-            warn_once(LinearSolveWarning, f"implicit linear solve: relative residual {residual:.3g} "
-                      f"> {residual_bar:.3g} at outer step {state.step} (recorded per step as "
-                      "linear_residual); hypergradients may be inaccurate")
+        record["time"] = time.perf_counter() - self.start
+        residual_bar = float(np.sqrt(np.finfo(dtype).eps))
+        if bilevel.implicit and bilevel._linear_solve[1] and not residual <= residual_bar:
+            self.warn_once(LinearSolveWarning, f"implicit linear solve: relative residual {residual:.3g} "
+                           f"> {residual_bar:.3g} at {self.label}outer step {state.step} (recorded per "
+                           "step as linear_residual); hypergradients may be inaccurate")
         zero_steps = state.zero_steps + 1 if bool(info.zero_hypergrad) else 0
-        if zero_steps >= zero_hypergrad_steps:
+        if zero_steps >= self.zero_hypergrad_steps:
             hp = ", ".join(f"{k}={v:.4g}" for k, v in hparam_log(jax.device_get(info.hparams)).items())
-            warn_once(ZeroHypergradientWarning, f"the hypergradient has been exactly zero for "
-                      f"{zero_steps} outer steps (at {hp}): the outer loss is flat there and the "
-                      "hyperparameters cannot move (e.g. a lasso penalty above lambda_max gives an "
-                      "all-zero solution); start from other initial hyperparameters")
+            self.warn_once(ZeroHypergradientWarning, f"the hypergradient has been exactly zero for "
+                           f"{zero_steps} outer steps (at {self.label}{hp}): the outer loss is flat there "
+                           "and the hyperparameters cannot move (e.g. a lasso penalty above lambda_max "
+                           "gives an all-zero solution); start from other initial hyperparameters")
         # The stopping test, on this step's loss change and the update it proposes.
         rel_change = abs(loss - state.last_loss) / max(abs(state.last_loss), 1e-300)
         passed = stop is not None and (
             (stop.gtol > 0 and float(info.hypergrad_norm) <= stop.gtol)
             or (float(info.update_size) <= stop.xtol and rel_change <= stop.ftol))
-        at_final = float(tol) <= float(final_tol)
+        at_final = float(tol) <= float(self.final_tol)
         small_steps = state.small_steps + 1 if passed and at_final else 0
         # At a loose tolerance the loss moves with the tolerance itself, so a still θ is the
         # signal to tighten at once.
@@ -637,7 +578,7 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
         # The best step is judged at the final tolerance once there is one: a loss from a
         # loosely solved inner problem is not comparable (it can be lower than the exact one).
         improved = ((at_final and not state.best_at_final) or
-                    (at_final == state.best_at_final and loss < state.best_loss - min_delta))
+                    (at_final == state.best_at_final and loss < state.best_loss - self.min_delta))
         state = OuterState(
             step=state.step + 1, theta=theta, opt_state=opt_state, inner_params=params,
             best_theta=state.theta if improved else state.best_theta,
@@ -654,42 +595,269 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
             zero_steps=zero_steps,
             initial_val_loss=(metrics.get("val_loss", math.nan) if record["step"] == 0
                               else state.initial_val_loss))
-        history.append(record)
-        if record["step"] == 0:
-            first_params = params  # inner solutions at the initial θ: warm start of its refit
-        if callback is not None:
-            callback(state, record)
         if stop is not None and small_steps >= stop.window:
-            status = "converged"
-            stop_reason = (f"hypergradient norm <= gtol={stop.gtol:g}"
-                           if stop.gtol > 0 and float(info.hypergrad_norm) <= stop.gtol else
-                           f"updates of theta <= xtol={stop.xtol:g} and relative change of the "
-                           f"outer loss <= ftol={stop.ftol:g} for {stop.window} steps at the final "
-                           f"inner tol {float(final_tol):.3g}")
+            reason = (f"hypergradient norm <= gtol={stop.gtol:g}"
+                      if stop.gtol > 0 and float(info.hypergrad_norm) <= stop.gtol else
+                      f"updates of theta <= xtol={stop.xtol:g} and relative change of the "
+                      f"outer loss <= ftol={stop.ftol:g} for {stop.window} steps at the final "
+                      f"inner tol {float(self.final_tol):.3g}")
+            return state, record, "converged", reason
+        if self.patience is not None and state.step - 1 - state.best_step >= self.patience:
+            return state, record, "early_stopped", f"no improvement by min_delta for {self.patience} steps"
+        return state, record, None, ""
+
+    def finished(self, state: OuterState) -> tuple[str, str] | None:
+        """The status of a (resumed) population member that had already stopped, else None."""
+        if self.stop is not None and state.small_steps >= self.stop.window:
+            return "converged", "converged before the checkpoint"
+        if state.rejections >= self.max_rejections:
+            return "diverged", f"{self.max_rejections} rejected steps in a row"
+        if self.patience is not None and state.step > 0 and state.step - 1 - state.best_step >= self.patience:
+            return "early_stopped", f"no improvement by min_delta for {self.patience} steps"
+        return None
+
+
+def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None = None,
+        stop: StopRule | None = DEFAULT_STOP, refit: str = "train_val", eval_every: int = 0,
+        patience: int | None = None, min_delta: float = 0.0, max_rejections: int = 5,
+        divergence_factor: float = 10.0, zero_hypergrad_steps: int = 3,
+        seed: int = 0, population: int = 1, population_range=(0.01, 100.0), shard_data: bool = False,
+        callback: Callable[[OuterState, dict], None] | None = None,
+        should_stop: Callable[[], bool] | None = None) -> FitResult:
+    """Runs the outer loop for at most ``steps`` steps, then refits the returned model.
+
+    Args:
+      bilevel: the problem, solver and optimizer.
+      data: a :class:`~hyperopt.data.Dataset`.
+      steps: maximum number of outer steps (status ``"completed"`` when all ran).
+      state: an :class:`OuterState` to resume from (e.g. loaded from a checkpoint); for a
+        population, the list of its members' states.
+      stop: the outer stopping rule (status ``"converged"``); ``None`` runs all steps.
+      refit: ``"train_val"``: the returned model is refit at the best hyperparameters on
+        train ∪ val; ``"train"``: on the training split alone (hold-out only; the model
+        the search validated).
+      eval_every: also record the returned model's test metrics every this many steps
+        (refit at the step's hyperparameters); 0: only at the end.
+      patience: stop when the outer loss has not improved by ``min_delta`` for this many
+        steps (status ``"early_stopped"``); ``None`` disables it.
+      max_rejections: a step with a non-finite loss or hypergradient, or an outer loss
+        above ``divergence_factor`` times the best so far, is rejected (a
+        :class:`DivergenceWarning`; the last good hyperparameters are restored and the step
+        size halved); after this many rejections in a row the run stops with status
+        ``"diverged"``.
+      zero_hypergrad_steps: warn (:class:`ZeroHypergradientWarning`, once) after this
+        many steps in a row with an exactly zero hypergradient.
+      population: optimize this many starting points at once (:mod:`hyperopt.population`):
+        one compiled step ``vmap``-ed over the members' outer states; each member stops by
+        the rules above on its own (and is frozen from then on), the run ends when all have;
+        the best member (lowest best outer loss) is the result and is refit.
+      population_range: ``(low, high)``: the members' penalties start at the problem's start
+        times factors log-evenly spaced over ``[low, high]`` (problems with a random start,
+        e.g. distillation, use seeds ``seed, seed + 1, ...`` instead).
+      shard_data: place the sample axis of the inner and outer data across all visible
+        devices (:mod:`hyperopt.sharding`); the same compiled step, the same results.
+      callback: called after every step with ``(state, record)`` (logging, checkpoints);
+        for a population with ``(member_states, record)`` where ``record`` is the row of
+        the step's best member plus every member's losses (:func:`population_record`).
+      should_stop: polled after every step (e.g. set by a SIGINT handler).
+
+    Returns:
+      A :class:`FitResult`: the history (one dict per step), the best hyperparameters
+      (lowest outer loss), the returned model and its test metrics; for a population also
+      ``members`` (every member's final state) and ``population`` (one dict per member).
+    """
+    from hyperopt import population as pop
+
+    if refit not in REFITS:
+        raise ValueError(f"refit={refit!r}; allowed: {', '.join(REFITS)}")
+    if isinstance(population, bool) or not isinstance(population, int) or population < 1:
+        raise ValueError(f"population={population!r}; allowed: a positive integer")
+    splits = make_splits(bilevel.problem, data, bilevel.cv_folds, seed)
+    if refit == "train" and splits.n_folds > 1:
+        raise ValueError("refit='train' needs a hold-out outer loss (cv_folds=0); with k folds "
+                         "the returned model is refit on train ∪ val (refit='train_val')")
+    size = population
+    if state is None:
+        inits = pop.member_inits(bilevel.problem, data, size, population_range) if size > 1 else None
+        members = ([init_state(bilevel, data, splits)] if inits is None else
+                   [init_state(bilevel, data, splits, theta) for theta in inits])
+    else:
+        members = [state] if isinstance(state, OuterState) else list(state)
+        if len(members) != size:
+            raise ValueError(f"population={size} but the state to resume from has {len(members)} "
+                             "member(s); allowed: the population of the checkpointed run")
+    dtype = data.X_train.dtype
+    X_refit, y_refit = _refit_data(bilevel, data, refit)
+    refit_w = None
+    devices = 1
+    if shard_data:
+        from hyperopt import sharding
+
+        mesh = sharding.data_mesh()
+        devices = mesh.size
+        splits = sharding.shard_splits(
+            splits, mesh, lambda n, folds: _per_fold(bilevel.problem, data, n, folds))
+        X_refit, y_refit, refit_w = sharding.shard_refit(X_refit, y_refit, mesh)
+        if members[0].step == 0 and state is None:  # fresh starts: inner starts for the padded splits
+            members = [m._replace(inner_params=splits.cold_params) for m in members]
+    refit_cold = bilevel.problem.init_params(data, n_samples=y_refit.shape[0])
+    final_tol = jnp.asarray(bilevel.final_tol(dtype), dtype)
+
+    # Two compiled programs per run, both before the loop: the outer step (vmapped over the
+    # members of a population), and the refit with its test metrics (run at the end).
+    # Tolerance and step scale are traced.
+    tols = [bilevel.tol_at(m.step, dtype, m.tight) for m in members]
+    scales = [jnp.asarray(m.step_scale, dtype) for m in members]
+    if size == 1:
+        step_fn = jax.jit(bilevel.outer_step)
+        step_args = lambda ms, tols, scales: (ms[0].theta, ms[0].opt_state, ms[0].inner_params, splits,
+                                              tols[0], scales[0])
+    else:
+        step_fn = jax.jit(jax.vmap(bilevel.outer_step, in_axes=(0, 0, 0, None, 0, 0)))
+        step_args = lambda ms, tols, scales: (
+            *pop.stack([(m.theta, m.opt_state, m.inner_params) for m in ms]), splits,
+            jnp.stack(tols), jnp.stack(scales))
+    with compile_cache.CompileWatch() as watch:
+        t0 = time.perf_counter()
+        step_l = step_fn.lower(*step_args(members, tols, scales))
+        refit_l = jax.jit(bilevel.refit_model).lower(members[0].theta, refit_cold, X_refit, y_refit,
+                                                     data.X_test, data.y_test, final_tol, refit_w)
+        t1 = time.perf_counter()
+        step_c = step_l.compile()
+        t2 = time.perf_counter()
+        refit_c = refit_l.compile()
+        t3 = time.perf_counter()
+    compile_time = t3 - t0
+    # trace_s: tracing and lowering to StableHLO (paid by every run); step_s/refit_s: XLA's
+    # compilation of each program, or reading it from the persistent cache
+    compile_info = {"trace_s": t1 - t0, "step_s": t2 - t1, "refit_s": t3 - t2,
+                    "cache_dir": str(compile_cache.enabled_dir() or "") or None,
+                    "cache": watch.as_dict(), "from_cache": watch.from_cache}
+    compiled_temp_mb = _temp_mb(step_c)
+    messages: list[str] = []
+
+    def warn_once(category, message):
+        if not any(m.startswith(category.__name__) for m in messages):
+            messages.append(f"{category.__name__}: {message}")
+            warnings.warn(message, category, stacklevel=4)
+
+    def refit_at(theta, params):
+        return refit_c(theta, _warm_refit(refit_cold, params), X_refit, y_refit,
+                       data.X_test, data.y_test, final_tol, refit_w)
+
+    def test_metrics(theta, params):
+        return {k: float(v) for k, v in refit_at(theta, params)[2].items()}
+
+    loop = _Loop(bilevel, splits, dtype, final_tol, stop, eval_every, patience, min_delta,
+                 max_rejections, divergence_factor, zero_hypergrad_steps, test_metrics, warn_once)
+    histories = [[] for _ in members]
+    first_params = [None] * size  # inner solutions at each member's initial θ: warm start of its refit
+    statuses: list[tuple[str, str] | None] = [None] * size
+    if size > 1:
+        statuses = [loop.finished(m) for m in members]
+    row = max(m.step for m in members)  # the step of a population's metrics row
+    loop.start = start = time.perf_counter()
+    while True:
+        active = [i for i, m in enumerate(members) if statuses[i] is None and m.step < steps]
+        if not active:
             break
-        if patience is not None and state.step - 1 - state.best_step >= patience:
-            status, stop_reason = "early_stopped", f"no improvement by min_delta for {patience} steps"
-            break
-        if should_stop is not None and should_stop():
-            status, stop_reason = "interrupted", "interrupted"
+        tols = [bilevel.tol_at(m.step, dtype, m.tight) for m in members]
+        scales = [jnp.asarray(m.step_scale, dtype) for m in members]
+        t = time.perf_counter()
+        out = jax.block_until_ready(step_c(*step_args(members, tols, scales)))
+        outs = [out] if size == 1 else pop.unstack(out, size)
+        step_time = time.perf_counter() - t
+        records = {}
+        for i in active:  # frozen members keep their state
+            loop.label = f"member {i}: " if size > 1 else ""
+            members[i], record, status, reason = loop.advance(members[i], outs[i], tols[i], step_time)
+            if record is not None:
+                histories[i].append(record)
+                records[i] = record
+                if record["step"] == 0:
+                    first_params[i] = members[i].inner_params
+            if status is not None:
+                statuses[i] = (status, reason)
+        if records and callback is not None:
+            if size == 1:
+                callback(members[0], records[0])
+            else:
+                callback(members, population_record(row, records, members, statuses))
+        row += 1
+        if records and should_stop is not None and should_stop():
+            statuses = [s or ("interrupted", "interrupted") for s in statuses]
             break
 
+    best = pop.best_member(members) if size > 1 else 0
+    state, history = members[best], histories[best]
+    if statuses[best] is not None:
+        status, stop_reason = statuses[best]
+    else:
+        status, stop_reason = "completed", f"ran all {steps} steps"
+    if size > 1 and status != "interrupted":
+        # the population's status: its members' when they agree, else "completed" (the run
+        # went on until every member had stopped or used all steps)
+        done = [s[0] if s else "completed" for s in statuses]
+        status = done[0] if len(set(done)) == 1 else "completed"
+        stop_reason = (f"member {best} of {size} is the best ({(statuses[best] or ('', stop_reason))[1]}); "
+                       "members: " + ", ".join(f"{done.count(k)} {k}" for k in dict.fromkeys(done)))
+
     model = model_metrics = initial = None
+    theta0 = _initial_theta(bilevel, data, size, population_range, best)
     if state.best_step >= 0:
-        model, _, metrics = refit_c(state.best_theta, _warm_refit(refit_cold, state.best_params),
-                                    X_refit, y_refit, data.X_test, data.y_test, final_tol)
+        model, _, metrics = refit_at(state.best_theta, state.best_params)
         model, model_metrics = jax.device_get(model), {k: float(v) for k, v in metrics.items()}
-        theta0 = bilevel.problem.init_hparams(data)
-        initial = {"hparams": {k: np.asarray(v).tolist() for k, v in bilevel.problem.hparams(theta0).items()},
-                   "val_loss": state.initial_val_loss, **test_metrics(theta0, first_params)}
+        initial = {"hparams": _hparams_list(bilevel, theta0),
+                   "val_loss": state.initial_val_loss, **test_metrics(theta0, first_params[best])}
     best_metrics = dict(state.best_metrics or {})
     best_metrics.update(model_metrics or {})
     final_metrics = history[-1] if history else {}
-    best_hparams = {k: np.asarray(v).tolist() for k, v in bilevel.problem.hparams(state.best_theta).items()}
-    return FitResult(state, history, best_hparams, final_metrics, best_metrics, status,
-                     compile_time, time.perf_counter() - start + compile_time, compiled_temp_mb,
+    population_info = None
+    if size > 1:
+        population_info = [
+            {"member": i, "initial_hparams": _hparams_list(bilevel, _initial_theta(
+                bilevel, data, size, population_range, i)),
+             "best_hparams": _hparams_list(bilevel, m.best_theta), "best_loss": m.best_loss,
+             "best_step": m.best_step, "steps": m.step,
+             "status": (statuses[i] or ("completed", ""))[0]}
+            for i, m in enumerate(members)]
+    return FitResult(state, history, _hparams_list(bilevel, state.best_theta), final_metrics, best_metrics,
+                     status, compile_time, time.perf_counter() - start + compile_time, compiled_temp_mb,
                      stop_reason=stop_reason, model=model, model_metrics=model_metrics,
-                     initial=initial, refit=refit, warnings=tuple(messages), compile=compile_info)
+                     initial=initial, refit=refit, warnings=tuple(messages), compile=compile_info,
+                     members=members if size > 1 else None, population=population_info,
+                     best_member=best if size > 1 else None, devices=devices)
+
+
+def _hparams_list(bilevel: Bilevel, theta) -> dict:
+    return {k: np.asarray(v).tolist() for k, v in bilevel.problem.hparams(theta).items()}
+
+
+def _initial_theta(bilevel: Bilevel, data: Dataset, size: int, population_range, member: int):
+    """Where member ``member`` of a population of ``size`` started (the problem's start for one)."""
+    if size == 1:
+        return bilevel.problem.init_hparams(data)
+    from hyperopt.population import member_inits
+
+    return member_inits(bilevel.problem, data, size, population_range)[member]
+
+
+def population_record(step: int, records: dict[int, dict], members, statuses) -> dict:
+    """A population's metrics row: the row of this step's best member (lowest outer loss; its
+    index in ``member``), and per member (lists, ``None`` for a member that did not step):
+    ``member_outer_loss``, ``member_val_loss``, ``member_best_loss``, every scalar
+    ``hparam/...`` as ``member_hparam/...``, and ``member_active``."""
+    best = min(records, key=lambda i: (records[i]["outer_loss"], i))
+    row = {**records[best], "step": step, "member_step": records[best]["step"], "member": best}
+    size = len(members)
+    per = lambda key: [records[i].get(key) if i in records else None for i in range(size)]
+    row["member_outer_loss"] = per("outer_loss")
+    row["member_val_loss"] = per("val_loss")
+    row["member_best_loss"] = [float(m.best_loss) for m in members]
+    for key in [k for k in records[best] if k.startswith("hparam/")]:
+        row[f"member_{key}"] = per(key)
+    row["member_active"] = [s is None for s in statuses]
+    return row
 
 
 def _temp_mb(executable) -> float:

@@ -21,12 +21,17 @@ class FolderLockedError(RuntimeError):
     """Another live run holds the output folder."""
 
 
-def save_checkpoint(run_dir: str | os.PathLike, state: OuterState, extra: dict | None = None) -> Path:
+def save_checkpoint(run_dir: str | os.PathLike, state: OuterState | list[OuterState],
+                    extra: dict | None = None) -> Path:
     """Writes ``checkpoint.pkl`` atomically (temporary file, fsync, rename): a kill at any
-    moment leaves either the previous checkpoint or the new one, never a torn file."""
+    moment leaves either the previous checkpoint or the new one, never a torn file.
+    ``state`` is one run's state or a population's list of member states."""
     path = Path(run_dir) / CHECKPOINT
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    payload = {"state": jax.device_get(state._asdict()), "extra": extra or {}}
+    if isinstance(state, OuterState):
+        payload = {"state": jax.device_get(state._asdict()), "extra": extra or {}}
+    else:
+        payload = {"members": [jax.device_get(m._asdict()) for m in state], "extra": extra or {}}
     with open(tmp, "wb") as f:
         pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
         f.flush()
@@ -40,15 +45,19 @@ def save_checkpoint(run_dir: str | os.PathLike, state: OuterState, extra: dict |
     return path
 
 
-def load_checkpoint(run_dir: str | os.PathLike) -> tuple[OuterState, dict] | None:
-    """The checkpoint in ``run_dir``, or ``None`` when there is none."""
+def load_checkpoint(run_dir: str | os.PathLike) -> tuple[OuterState | list[OuterState], dict] | None:
+    """The checkpoint in ``run_dir`` (a population's: the list of member states), or ``None``
+    when there is none."""
     path = Path(run_dir) / CHECKPOINT
     if not path.exists():
         return None
     try:
         with open(path, "rb") as f:
             payload = pickle.load(f)
-        state = OuterState(**payload["state"])
+        if "members" in payload:
+            state = [OuterState(**m) for m in payload["members"]]
+        else:
+            state = OuterState(**payload["state"])
     except Exception as e:  # noqa: BLE001 - any unreadable checkpoint gets the same message
         raise ValueError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e}); "
                          "delete it or pass resume=false to start over") from None

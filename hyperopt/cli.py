@@ -134,6 +134,11 @@ def check_config(cfg: DictConfig) -> None:
     _check(cfg, "compile_cache", lambda v: isinstance(v, str) and v != "", "auto, a folder, or null",
            optional=True)
     _check(cfg, "hparam_penalty", lambda v: _positive(v) or v == 0, "a number >= 0")
+    _check(cfg, "population", _positive_int, "a positive integer (1: one run)")
+    _check(cfg, "population_range", lambda v: not isinstance(v, str) and len(v) == 2 and _positive(v[0])
+           and _positive(v[1]) and v[0] <= v[1], "[low, high] with 0 < low <= high")
+    _check(cfg, "shard_data", lambda v: isinstance(v, bool), "true, false")
+    _check(cfg, "distributed", lambda v: isinstance(v, bool), "true, false")
     _check(cfg, "patience", _positive_int, "a positive integer or null", optional=True)
     _check(cfg, "checkpoint_every", lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
     _check(cfg, "resume", lambda v: v in ("auto", True, False), "auto, true, false")
@@ -281,9 +286,15 @@ def _summary(result: FitResult, labels: dict, bilevel: Bilevel, data) -> dict:
         "peak_memory_mb": result.compiled_temp_mb,
         # the process's peak RSS: shared by all runs of a sweep in one process
         "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        # the devices the data were split across (shard_data=true), and those the process saw
+        "devices": {"data": result.devices, "visible": jax.device_count(),
+                    "processes": jax.process_count(), "platform": jax.default_backend()},
         "versions": {"hyperopt": hyperopt.__version__, "jax": jax.__version__,
                      "optax": optax.__version__, "python": platform.python_version()},
     }
+    if result.population is not None:  # every member: where it started, its best, its loss
+        summary["population"] = result.population
+        summary["best_member"] = result.best_member
     if data.image_shape is not None and hasattr(bilevel.problem, "images"):
         summary["image_shape"] = list(data.image_shape)
         summary["image_labels"] = np.asarray(bilevel.problem.image_labels(data.n_classes)).tolist()
@@ -341,7 +352,10 @@ def build_bilevel(cfg: DictConfig, cv_folds=None) -> Bilevel:
 def fit_options(cfg: DictConfig) -> dict:
     """The keyword arguments of :func:`~hyperopt.bilevel.fit` that a config sets."""
     return {"patience": cfg.patience, "min_delta": cfg.min_delta, "seed": cfg.seed,
-            "stop": _stop_rule(cfg), "refit": cfg.refit, "eval_every": cfg.eval_every}
+            "stop": _stop_rule(cfg), "refit": cfg.refit, "eval_every": cfg.eval_every,
+            "population": cfg.get("population", 1),
+            "population_range": tuple(cfg.get("population_range", (0.01, 100.0))),
+            "shard_data": cfg.get("shard_data", False)}
 
 
 def _optimize(cfg: DictConfig, bilevel: Bilevel, data, state, **hooks) -> FitResult:
@@ -350,12 +364,17 @@ def _optimize(cfg: DictConfig, bilevel: Bilevel, data, state, **hooks) -> FitRes
     if _search(cfg) is None:
         from hyperopt.bilevel import fit
 
-        if state is not None and isinstance(state.opt_state, dict) and "settings" in state.opt_state:
+        if (state is not None and not isinstance(state, list) and isinstance(state.opt_state, dict)
+                and "settings" in state.opt_state):
             raise ConfigError(f"the output folder holds a search={state.opt_state['settings']['sampler']} "
                               "run; allowed: the same search=..., or another hydra.run.dir")
         return fit(bilevel, data, cfg.steps, state=state, **fit_options(cfg), **hooks)
     from hyperopt.search import search
 
+    if cfg.get("population", 1) != 1 or cfg.get("shard_data", False):
+        raise ConfigError(f"search={cfg.search.name} with population={cfg.get('population', 1)}, "
+                          f"shard_data={str(cfg.get('shard_data', False)).lower()}; allowed: population=1 "
+                          "and shard_data=false (they apply to gradient-based runs, search=none)")
     return search(bilevel, data, cfg.search.trials, cfg.search.name, seed=cfg.seed, low=cfg.search.low,
                   high=cfg.search.high, startup_trials=cfg.search.get("startup_trials", 10), state=state,
                   refit=cfg.refit, **hooks)
@@ -420,12 +439,21 @@ def _resume_state(cfg: DictConfig, out_dir: Path):
         raise ConfigError(f"resume=true but {out_dir} holds no checkpoint; allowed: "
                           "resume=auto (start fresh when there is none)")
     if loaded is not None:
-        print(f"{PROG}: resuming {out_dir} from step {loaded[0].step}", file=sys.stderr)
+        size = 1 if not isinstance(loaded[0], list) else len(loaded[0])
+        if size != cfg.population:
+            raise ConfigError(f"population={cfg.population} but {out_dir} holds a checkpoint of "
+                              f"population={size}; allowed: population={size} or another hydra.run.dir")
+        print(f"{PROG}: resuming {out_dir} from step {_state_step(loaded[0])}", file=sys.stderr)
         return loaded[0]
     if earlier:  # killed before its first checkpoint: start over, in a clean log
         print(f"{PROG}: {out_dir} holds an unfinished run with no checkpoint; starting over",
               file=sys.stderr)
     return None
+
+
+def _state_step(state) -> int:
+    """The step a state (or a population's list of states) has reached."""
+    return max(m.step for m in state) if isinstance(state, list) else state.step
 
 
 @contextlib.contextmanager
@@ -466,7 +494,8 @@ def _on_step(cfg: DictConfig, out_dir: Path, tracker, progress: _Progress):
                        f"({where} {record['step']}; recorded per step as inner_converged); "
                        f"{what} may be inaccurate")
         # an implicit linear solve that fell short: fit's LinearSolveWarning, shown once
-        if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
+        # a population's state is the list of its members' states
+        if cfg.checkpoint_every and (record["step"] + 1) % cfg.checkpoint_every == 0:
             save_checkpoint(out_dir, state)
 
     return on_step
@@ -482,20 +511,26 @@ def run(cfg: DictConfig) -> float:
     logging.getLogger("jax").setLevel(logging.WARNING)  # Hydra sets the root logger to INFO
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     jax.config.update("jax_enable_x64", cfg.precision == "float64")
+    if cfg.get("distributed"):  # one process per host, started by the cluster (e.g. srun)
+        jax.distributed.initialize()
+        if jax.process_index() > 0:  # the same run on every process: only process 0 owns the folder
+            out_dir = out_dir / f"process{jax.process_index()}"
     _enable_compile_cache(cfg)  # before the first compilation of the process
     data, bilevel, labels = build(cfg)
 
     with _lock_output(out_dir):
         state = _resume_state(cfg, out_dir)
+        finished = lambda: tracking.read_summary(out_dir).get("status") == "converged"
         if state is not None and (out_dir / "summary.json").exists() and (
-                state.step >= _budget(cfg) or tracking.read_summary(out_dir).get("status") == "converged"):
+                _state_step(state) >= _budget(cfg) or finished()):
             more = "search.trials" if _search(cfg) else "steps"
-            print(f"{PROG}: {out_dir} already holds a finished run ({state.step} {more.split('.')[-1]}); "
-                  f"nothing to do (raise {more}= to continue it)", file=sys.stderr)
+            print(f"{PROG}: {out_dir} already holds a finished run ({_state_step(state)} "
+                  f"{more.split('.')[-1]}); nothing to do (raise {more}= to continue it)", file=sys.stderr)
             return float(tracking.read_summary(out_dir).get("final", {}).get("val_loss", math.inf))
         with _stop_on_sigint() as stop:  # before anything is written: Ctrl-C always ends cleanly
-            tracker = _make_trackers(cfg, out_dir, labels, state.step if state else 0)
-            progress = _Progress(_budget(cfg), done=state.step if state else 0)  # after wandb's own lines
+            done = _state_step(state) if state else 0
+            tracker = _make_trackers(cfg, out_dir, labels, done)
+            progress = _Progress(_budget(cfg), done=done)  # after wandb's own lines
             try:
                 tracker.log_config(OmegaConf.to_container(cfg, resolve=True) | {"run": labels})
                 with warnings.catch_warnings():  # restores the filters and showwarning after
@@ -506,7 +541,7 @@ def run(cfg: DictConfig) -> float:
                                        should_stop=lambda: stop["requested"])
                 progress.close()  # before the lines below, which would break the bar
                 if cfg.checkpoint_every or result.status == "interrupted":
-                    save_checkpoint(out_dir, result.state)
+                    save_checkpoint(out_dir, result.members or result.state)
                 if result.status == "diverged":
                     print(f"{PROG}: warning: outer loop diverged (non-finite or exploding outer "
                           "loss); the best hyperparameters so far are kept in summary.json",
@@ -556,7 +591,12 @@ def final_line(summary: dict, out_dir) -> str:
             f"({summary['total_time']:.1f} s, {summary['compile_time']:.1f} s compiling{cached}): "
             f"val loss {fmt(initial.get('val_loss'))} -> {fmt(returned.get('val_loss'))}, "
             f"test loss {fmt(initial.get('test_loss'))} -> {fmt(returned.get('test_loss'))}; "
-            f"{_short(summary['hparams'])}; output {out_dir}")
+            f"{_short(summary['hparams'])}{_member(summary)}; output {out_dir}")
+
+
+def _member(summary: dict) -> str:
+    population = summary.get("population")
+    return f" (member {summary['best_member']} of a population of {len(population)})" if population else ""
 
 
 def _short(hparams: dict) -> str:

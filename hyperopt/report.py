@@ -12,6 +12,8 @@ Command line::
 
     hyperopt-report multirun/2026-01-01/12-00-00            # writes .../report.html
     hyperopt-report RUN_OR_SWEEP --out reports/ridge
+    hyperopt-report /scratch/a/sweep /scratch/b/sweep 'runs/*/job-*' --out reports/all  # one sweep
+                                                            # whose jobs ran in several places
     hyperopt-report RUN_OR_SWEEP --wandb-export | sh        # uploads the offline wandb runs
 """
 
@@ -20,9 +22,11 @@ from __future__ import annotations
 import argparse
 import base64
 import dataclasses
+import glob
 import html
 import io
 import math
+import os
 import re
 import shlex
 import sys
@@ -74,6 +78,7 @@ class Run:
     config: dict[str, Any]
     metrics: dict[str, np.ndarray]
     images: np.ndarray | None
+    members: dict[str, np.ndarray] | None = None  # a population: (steps, K) per member_* list
 
     def label(self, key: str) -> str:
         """``problem``/``dataset``/``mode``/``solver`` from the summary, else the config."""
@@ -134,7 +139,9 @@ def load_run(path: str | Path, root: str | Path | None = None) -> Run:
         config = {}
         if (path / CONFIG_FILE).is_file():
             config = yaml.safe_load((path / CONFIG_FILE).read_text(encoding="utf-8")) or {}
-        metrics = _columns(read_metrics(path))
+        rows = read_metrics(path)
+        metrics = _columns(rows)
+        members = _member_columns(rows)
         images = None
         if (path / IMAGES_FILE).is_file():
             images = np.load(path / IMAGES_FILE, allow_pickle=False)
@@ -142,7 +149,26 @@ def load_run(path: str | Path, root: str | Path | None = None) -> Run:
         raise ReportError(f"cannot read run {path}: {_one_line(e)}") from e
     if not isinstance(summary, dict) or not isinstance(config, dict):
         raise ReportError(f"cannot read run {path}: summary/config is not a mapping")
-    return Run(path, name, summary, config, metrics, images)
+    return Run(path, name, summary, config, metrics, images, members)
+
+
+def _member_columns(rows: list[dict[str, Any]]) -> dict[str, np.ndarray] | None:
+    """A population's per-member series: ``member_outer_loss`` etc. as (steps, K) arrays
+    (NaN where a member did not step), ordered by step; None for a single run."""
+    rows = [r for r in rows if isinstance(r.get("member_outer_loss"), list)]
+    if not rows:
+        return None
+    by_step = {int(r.get("step", i)): r for i, r in enumerate(rows)}
+    steps = sorted(by_step)
+    out = {"step": np.asarray(steps, float)}
+    for key in dict.fromkeys(k for s in steps for k in by_step[s] if k.startswith("member_")):
+        lists = [by_step[s].get(key) for s in steps]
+        if not all(isinstance(v, list) for v in lists) or key == "member_active":
+            continue
+        size = max(len(v) for v in lists)
+        out[key] = np.asarray([[math.nan if x is None else float(x) for x in v] + [math.nan] * (size - len(v))
+                               for v in lists], float)
+    return out
 
 
 def _one_line(error: BaseException) -> str:
@@ -297,6 +323,31 @@ def _images_figure(run: Run):
     return fig
 
 
+def _population_figure(run: Run):
+    """A population run: every member's outer loss and (scalar) hyperparameters per step, the
+    best member bold."""
+    members = run.members
+    keys = ["member_outer_loss"] + [k for k in members if k.startswith("member_hparam/")][:2]
+    fig, axes = _figure(1, len(keys), width=4.6)
+    best = run.summary.get("best_member")
+    for ax, key in zip(axes[0], keys, strict=True):
+        values = members[key]
+        for i in range(values.shape[1]):
+            ax.plot(members["step"], values[:, i], color=f"C{i % 10}", lw=2.4 if i == best else 1.0,
+                    alpha=1.0 if i == best else 0.7, label=f"member {i}" + (" (best)" if i == best else ""))
+        finite = values[np.isfinite(values)]
+        spread = finite.size and finite.min() > 0 and finite.max() / finite.min() > 100
+        if spread or (finite.size and finite.min() > 0 and key != "member_outer_loss"):
+            ax.set_yscale("log")
+        ax.set_xlabel("outer step")
+        ax.set_ylabel(key.removeprefix("member_"))
+        ax.grid(alpha=0.3)
+    if members["member_outer_loss"].shape[1] <= 10:
+        axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"{run.name}: population of {members['member_outer_loss'].shape[1]}", fontsize=10)
+    return fig
+
+
 def _save(fig, path: Path) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
@@ -409,12 +460,29 @@ def _page(title: str, table: str, figures: list[tuple[str, str, bytes]]) -> str:
 # ----------------------------------------------------------------------------- entry points
 
 
-def write_report(path: str | Path, out: str | Path | None = None) -> Path:
+def _roots(paths) -> list[Path]:
+    """Folders from paths and glob patterns (``runs/*/job-*``: quoted, expanded here)."""
+    roots = []
+    for path in [paths] if isinstance(paths, (str, os.PathLike)) else list(paths):
+        text = str(path)
+        matches = sorted(glob.glob(text)) if glob.has_magic(text) else [text]
+        if not matches:
+            raise ReportError(f"{text} matches no folder")
+        for match in map(Path, matches):
+            if not match.is_dir():
+                raise ReportError(f"{match} is not a folder" if match.exists() else f"{match} does not exist")
+            roots.append(match)
+    return list(dict.fromkeys(roots))
+
+
+def write_report(path, out: str | Path | None = None) -> Path:
     """Writes ``report.html`` and its PNG figures for the run(s) under ``path``.
 
     Args:
-      path: a run folder or a sweep folder (searched recursively).
-      out: where to write; default ``path`` itself.
+      path: a run folder or a sweep folder (searched recursively), a glob pattern, or a list
+        of them: the runs of one sweep wherever its jobs wrote them (several machines' scratch
+        folders, a cluster's per-job folders).
+      out: where to write; default ``path`` itself (for several, their common parent).
 
     Returns:
       The path of ``report.html``.
@@ -422,13 +490,14 @@ def write_report(path: str | Path, out: str | Path | None = None) -> Path:
     Raises:
       ReportError: ``path`` does not exist, holds no runs, or a run cannot be read.
     """
-    root = Path(path)
-    if not root.is_dir():
-        raise ReportError(f"{root} is not a folder" if root.exists() else f"{root} does not exist")
-    run_dirs = find_runs(root)
+    roots = _roots(path)
+    root = roots[0] if len(roots) == 1 else Path(os.path.commonpath([r.absolute() for r in roots]))
+    run_dirs = list(dict.fromkeys(d for r in roots for d in find_runs(r)))
     if not run_dirs:
-        raise ReportError(f"no runs under {root} (no folder with {METRICS_FILE} and {SUMMARY_FILE})")
-    runs = [load_run(d, root) for d in run_dirs]
+        raise ReportError(f"no runs under {', '.join(map(str, roots))} (no folder with {METRICS_FILE} "
+                          f"and {SUMMARY_FILE})")
+    runs = ([load_run(d, root) for d in run_dirs] if len(roots) == 1 else
+            [load_run(d.absolute(), root) for d in run_dirs])  # named relative to the common parent
     out_dir = Path(out) if out is not None else root
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -469,6 +538,8 @@ def write_report(path: str | Path, out: str | Path | None = None) -> Path:
     for i, run in enumerate(runs):
         if run.images is not None:
             figures[f"images_{i}.png"] = (f"Learned images: {run.name}", _images_figure(run))
+        if run.members is not None and "member_outer_loss" in run.members:
+            figures[f"population_{i}.png"] = (f"Population members: {run.name}", _population_figure(run))
 
     rendered = [
         (file, caption, _save(fig, out_dir / file))
@@ -481,15 +552,16 @@ def write_report(path: str | Path, out: str | Path | None = None) -> Path:
     return report
 
 
-def wandb_sync_command(path: str | Path) -> str:
-    """The ``wandb sync DIR...`` command for the unsynced offline wandb runs under ``path``."""
-    root = Path(path)
-    if not root.exists():
-        raise ReportError(f"{root} does not exist")
+def wandb_sync_command(path) -> str:
+    """The ``wandb sync DIR...`` command for the unsynced offline wandb runs under ``path``
+    (a folder, a glob pattern or a list of them)."""
+    roots = _roots(path)
+    root = ", ".join(map(str, roots))
     run_dirs = sorted(
         (
             d
-            for d in root.rglob("offline-run-*")
+            for r in roots
+            for d in r.rglob("offline-run-*")
             if d.is_dir() and any(not f.with_suffix(".wandb.synced").exists() for f in d.glob("*.wandb"))
         ),
         key=_natural_key,
@@ -506,8 +578,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Write report.html with plots comparing the runs under PATH "
         "(a run folder or a multirun sweep folder).",
     )
-    parser.add_argument("path", type=Path, help="run or sweep folder")
-    parser.add_argument("--out", type=Path, help="folder for report.html (default: PATH)")
+    parser.add_argument("path", type=Path, nargs="+",
+                        help="run or sweep folder(s) or glob patterns: one report over all their runs")
+    parser.add_argument("--out", type=Path, help="folder for report.html (default: PATH; for "
+                        "several, their common parent)")
     parser.add_argument(
         "--wandb-export",
         action="store_true",

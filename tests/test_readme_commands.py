@@ -44,14 +44,30 @@ APPENDED = {
     "hyperopt-run -m search=none,random,tpe search.trials=50 experiment=logistic_breast_cancer logger=none "
     "hydra.sweep.dir=multirun/search": ["search.trials=4", "steps=3"],
     "hyperopt-report multirun/search": [],
+    "hyperopt-run experiment=logistic_breast_cancer population=8 logger=none": ["steps=3"],
+    "hyperopt-run experiment=ridge_diabetes shard_data=true logger=none": ["steps=3"],
+    "hyperopt-run -m hydra/launcher=submitit_local seed=0,1 experiment=ridge_diabetes logger=none "
+    "hydra.sweep.dir=multirun/local": ["steps=2"],
+    "hyperopt-report multirun/local": [],
+    "hyperopt-run -m hydra/launcher=ray +hydra.launcher.ray.init.num_cpus=2 seed=0,1 experiment=ridge_diabetes "
+    "logger=none hydra.sweep.dir=multirun/ray": ["steps=2"],
 }
 # Commands this test leaves to CI (.ci/run), which installs the project into a fresh environment.
 NOT_RUN_HERE = {
     "python3 -m venv .venv": "CI makes its own virtual environment",
     ". .venv/bin/activate": "CI activates its own virtual environment",
     "pip install -e .": "CI installs the project, with the test extras",
-    "pip install -e '.[dev,joblib,compat]'": "CI runs the README's test line (checked below)",
+    "pip install -e '.[dev,joblib,compat,submitit,ray]'": "CI runs the README's test line (checked below)",
     "pytest -q -n auto": "the test suite itself: CI runs the README's test line (checked below)",
+    # cluster commands: tests/test_cluster_sweeps.py runs the same sweeps through submitit_local
+    # and through the Ray launcher on a local Ray head started by the test
+    "hyperopt-run -m hydra/launcher=submitit_slurm hydra.launcher.partition=gpu hydra.launcher.gpus_per_node=1 "
+    "hydra.launcher.timeout_min=60 seed=0,1,2,3 experiment=per_feature_logistic hydra.sweep.dir=multirun/slurm":
+        "needs a SLURM cluster (sbatch)",
+    "ray start --head --port=6379": "starts a Ray head node for the next command, on a cluster",
+    "hyperopt-run -m hydra/launcher=ray hydra.launcher.ray.init.address=HEAD:6379 "
+    "+hydra.launcher.ray.init.object_store_memory=null seed=0,1,2,3 experiment=per_feature_logistic "
+    "hydra.sweep.dir=multirun/ray_cluster": "needs a Ray cluster whose head is HEAD",
 }
 # A line that looks like a command, outside a shell block, would not be run: refused.
 COMMAND_LIKE = re.compile(r"^\s*(\$ )?(hyperopt-run|hyperopt-report|python3? experiments/|pip install)(\s|$)")

@@ -215,3 +215,43 @@ def test_sweep_jobs_sort_numerically(tmp_path):
             tmp_path / str(job), problem="ridge", dataset="wine", mode="implicit", solver="gd", steps=2
         )
     assert [p.name for p in find_runs(tmp_path)] == ["0", "2", "9", "10"]
+
+
+def test_one_report_gathers_a_sweep_from_several_folders_and_globs(tmp_path, capsys):
+    """A sweep whose jobs wrote their folders in several places (two machines' scratch
+    folders, per-job folders of a cluster launcher) is one report: folders and quoted globs."""
+    a, b = tmp_path / "hostA" / "sweep", tmp_path / "hostB" / "sweep"
+    _write_run(a / "0", problem="ridge", dataset="diabetes", mode="implicit", solver="lbfgs")
+    _write_run(b / "1", problem="ridge", dataset="diabetes", mode="unrolled", solver="lbfgs")
+    _write_run(tmp_path / "jobs" / "job-2", problem="ridge", dataset="diabetes", mode="implicit", solver="gd")
+    _write_run(tmp_path / "jobs" / "other", problem="ridge", dataset="diabetes", mode="implicit", solver="x")
+    out = tmp_path / "report"
+    assert main([str(a), str(b), str(tmp_path / "jobs" / "job-*"), "--out", str(out)]) == 0
+    rows = _parse((out / "report.html").read_text()).rows
+    names = [row[0] for row in rows[1:]]
+    assert sorted(names) == ["hostA/sweep/0", "hostB/sweep/1", "jobs/job-2"], names
+    # the default output folder of several roots is their common parent
+    report = write_report([a, b])
+    assert report == tmp_path / "report.html"
+    with pytest.raises(ReportError, match=r"nope-\* matches no folder"):
+        write_report([a, tmp_path / "nope-*"])
+
+
+def test_population_members_are_drawn(tmp_path):
+    run = tmp_path / "pop"
+    _write_run(run, problem="ridge", dataset="diabetes", mode="implicit", solver="lbfgs", steps=4)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    with open(run / "metrics.jsonl", "w") as f:
+        for step, row in enumerate(rows):
+            row["member_outer_loss"] = [1.0 / (step + 1), 2.0 / (step + 1), None if step == 3 else 0.5]
+            row["member_hparam/l2reg"] = [0.1, 1.0, 10.0]
+            f.write(json.dumps(row) + "\n")
+    summary = json.loads((run / "summary.json").read_text())
+    summary |= {"best_member": 0, "population": [{"member": i} for i in range(3)]}
+    (run / "summary.json").write_text(json.dumps(summary))
+    loaded = load_run(run)
+    losses = loaded.members["member_outer_loss"]
+    assert losses.shape == (4, 3) and math.isnan(losses[3, 2]) and losses[1, 1] == 1.0
+    write_report(run)
+    assert (run / "population_0.png").stat().st_size > 1000
+    assert len(_parse((run / "report.html").read_text()).images) == 5  # 4 figures + the population
