@@ -147,8 +147,8 @@ class LeastSquares(CompositeLinearFunction):
         return LinearOperator(data[0])
 
     def lipschitz_const(self, data):
-        # the Hessian of ½ mean(r²) in the predictions is I / n_samples
-        return 1.0 / jnp.shape(data[0])[0]
+        # the Hessian of ½ mean(r²) in the predictions is I / (number of residuals)
+        return 1.0 / jnp.size(data[1])
 
     def __call__(self, W, data):
         """Least squares ``½ mean((X W - y)²)``.
