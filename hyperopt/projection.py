@@ -310,7 +310,7 @@ def projection_polyhedron(x: jax.Array, hyperparams: tuple, check_feasible: bool
       hyperparams: ``(A, b, G, h)`` with shapes (m, n), (m,), (k, n), (k,).
       check_feasible: after solving, raise ``ValueError`` when the result violates the
         constraints by more than ``sqrt(tol)`` relative (the polyhedron is empty); this reads
-        the result, so it cannot run under ``jit`` (pass ``False`` there).
+        the result, so it is skipped while tracing (under ``jit``, ``grad``, ``vmap``).
       maxiter, tol: of the dual solver (tol: 1e-10 in float64, 1e-5 in float32).
 
     Example:
@@ -325,7 +325,7 @@ def projection_polyhedron(x: jax.Array, hyperparams: tuple, check_feasible: bool
         tol = 1e-10 if np.finfo(dtype).eps < 1e-10 else 1e-5
     sol = _polyhedron_dual(x, A, b, G, h, maxiter, tol)
     y = x - A.T @ sol[0] - G.T @ sol[1]
-    if check_feasible:
+    if check_feasible and not isinstance(y, jax.core.Tracer):  # traced: nothing to read
         scale = 1.0 + float(jnp.max(jnp.abs(jnp.concatenate([b, h]))))
         violation = max(float(jnp.max(jnp.abs(A @ y - b), initial=0.0)),
                         float(jnp.max(G @ y - h, initial=0.0)))
