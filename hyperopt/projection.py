@@ -218,8 +218,8 @@ def projection_sparse_simplex(x: jax.Array, max_nz: int, use_approx_max_nz: bool
       value: the sum of the result (default 1.0).
 
     Example:
-      >>> projection_sparse_simplex(jnp.array([0.5, 0.4, 0.3]), 2).tolist()
-      [0.55, 0.45, 0.0]
+      >>> projection_sparse_simplex(jnp.array([0.75, 0.5, 0.25]), 2).tolist()
+      [0.625, 0.375, 0.0]
     """
     if value is None:
         value = 1.0
@@ -316,7 +316,7 @@ def projection_polyhedron(x: jax.Array, hyperparams: tuple, check_feasible: bool
     Example:
       >>> A, b = jnp.array([[1.0, 1.0]]), jnp.array([1.0])
       >>> G, h = -jnp.eye(2), jnp.zeros(2)
-      >>> projection_polyhedron(jnp.array([2.0, -1.0]), (A, b, G, h)).round(6).tolist()
+      >>> (projection_polyhedron(jnp.array([2.0, -1.0]), (A, b, G, h)).round(6) + 0.0).tolist()
       [1.0, 0.0]
     """
     A, b, G, h = (jnp.asarray(t) for t in hyperparams)
@@ -426,7 +426,7 @@ def projection_box_section(x: jax.Array, hyperparams: tuple,
 
     Example:
       >>> x, ones = jnp.array([0.5, 0.25, -1.0]), jnp.ones(3)
-      >>> projection_box_section(x, (0 * ones, ones, ones, 1.0)).tolist()
+      >>> projection_box_section(x, (0 * ones, ones, ones, 1.0)).round(6).tolist()
       [0.625, 0.375, 0.0]
     """
     alpha, beta, w, c = hyperparams

@@ -8,6 +8,7 @@ both are compared with an independent reference instead (scipy, a closed form).
 """
 
 import dataclasses
+import doctest
 import functools
 import warnings
 
@@ -38,6 +39,12 @@ def _public(module):
 def test_every_public_name_exists(ours, theirs):
     missing = [n for n in _public(theirs) if not hasattr(ours, n)]
     assert missing == []
+
+
+@pytest.mark.parametrize("module", [projection, objective, tree_util])
+def test_docstring_examples_run(module):
+    result = doctest.testmod(module, extraglobs={"jnp": jnp, "jax": jax})
+    assert result.attempted > 0 and result.failed == 0
 
 
 # ---------------------------------------------------------------------------------------
