@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from hyperopt import linear_solve as linear_solve_lib
 from hyperopt import objective
 from hyperopt import projection as projection_lib
 from hyperopt import prox as prox_lib
@@ -313,6 +314,16 @@ class MirrorDescent(IterativeSolver):
         grad = jax.grad(self.fun)(params, *args, **kwargs)
         return jax.tree.map(jnp.subtract,
                             self.projection_grad(params, grad, 1.0, hyperparams_proj), params)
+
+    @property
+    def linear_solve(self) -> Callable:
+        """With ``projection_grad``, GMRES by default: mirror maps such as ``log`` are infinite
+        on the boundary of the domain, where iterates underflow to 0 (float32), so the dense
+        materialization of ``solve_auto`` meets ``inf · 0``; a Krylov solve only multiplies
+        by directions from the right-hand side, as JAXopt's default normal CG does."""
+        if self.implicit_diff_solve is None and self.projection_grad is not None:
+            return linear_solve_lib.solve_gmres
+        return super().linear_solve
 
     def _reference_signature(self):
         if self.projection_grad is None:
