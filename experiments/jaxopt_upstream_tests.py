@@ -6,7 +6,7 @@ This is how a migrating user checks the "switching is an import change" claim: J
 ``conftest.py`` that, before any test module is imported:
 
 * imports the real ``jaxopt`` once, to keep the modules hyperopt does not claim and that the
-  tests only use as utilities (``jaxopt.loss``, ``jaxopt.tree_util``, ``jaxopt.isotonic``,
+  tests only use as utilities (``jaxopt.loss``, ``jaxopt.isotonic``,
   ``jaxopt.perturbations``, ``jaxopt._src.test_util``: test helpers, not code under test);
 * then replaces ``jaxopt`` by an alias of ``hyperopt``: ``jaxopt.X`` is ``hyperopt.X``
   (``from jaxopt import LBFGS``, ``jaxopt.projection.projection_simplex``, ...). Anything
@@ -42,7 +42,7 @@ MODULES = (
     "projected_gradient", "lbfgs", "block_cd", "mirror_descent", "prox", "projection",
     "backtracking_linesearch", "zoom_linesearch", "hager_zhang_linesearch", "bfgs",
     "nonlinear_cg", "fixed_point_iteration", "anderson", "optax_wrapper", "bisection",
-    "scipy_wrappers",
+    "scipy_wrappers", "tree_util",
 )
 
 # Written next to the copied test files; runs before any of them is imported.
@@ -57,12 +57,12 @@ import warnings
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import jaxopt as _real
-    import jaxopt.isotonic, jaxopt.loss, jaxopt.perturbations, jaxopt.tree_util  # noqa: F401
+    import jaxopt.isotonic, jaxopt.loss, jaxopt.perturbations  # noqa: F401
     from jaxopt._src import test_util as _test_util
 
 # Utilities the tests use but hyperopt does not claim to replace: kept from the real JAXopt.
 _KEPT = {name: sys.modules[name] for name in
-         ("jaxopt.loss", "jaxopt.tree_util", "jaxopt.isotonic", "jaxopt.perturbations")}
+         ("jaxopt.loss", "jaxopt.isotonic", "jaxopt.perturbations")}
 for name in [m for m in sys.modules if m == "jaxopt" or m.startswith("jaxopt.")]:
     del sys.modules[name]
 

@@ -7,7 +7,7 @@ The library half is argmin differentiation with JAXopt's names::
     hyperopt.linear_solve.solve_cg, ...
 """
 
-from hyperopt import linear_solve, prox
+from hyperopt import linear_solve, objective, projection, prox, tree_util
 from hyperopt.implicit_diff import custom_fixed_point, custom_root, root_jvp, root_vjp
 from hyperopt.linear_solve import LinearSolveError, LinearSolveWarning
 from hyperopt.solvers import (
@@ -43,7 +43,10 @@ __all__ = [
     "custom_fixed_point",
     "custom_root",
     "linear_solve",
+    "objective",
+    "projection",
     "prox",
     "root_jvp",
     "root_vjp",
+    "tree_util",
 ]

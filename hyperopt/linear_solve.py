@@ -57,8 +57,11 @@ __all__ = [
     "solve_cg",
     "solve_cholesky",
     "solve_gmres",
+    "solve_inv",
+    "solve_iterative_refinement",
     "solve_lu",
     "solve_normal_cg",
+    "solve_qr",
 ]
 
 Matvec = Callable[[Any], Any]
@@ -261,6 +264,81 @@ def solve_cholesky(matvec: Matvec, b, *, ridge: float | None = None, on_failure:
 def solve_lu(matvec: Matvec, b, *, ridge: float | None = None, on_failure: str = "warn"):
     """Dense LU solve (partial pivoting) for a general square ``A``."""
     return _dense(jnp.linalg.solve, "solve_lu", matvec, b, ridge, on_failure)
+
+
+def solve_qr(matvec: Matvec, b, *, ridge: float | None = None, on_failure: str = "warn"):
+    """Dense QR solve (``A = QR``, then ``R x = Qᵀ b``) for a general square ``A``.
+
+    Materializes ``A``; JAXopt's signature (``ridge`` adds ``ridge · I``).
+
+    Example:
+      >>> A = jnp.array([[3.0, 1.0], [1.0, 2.0]])
+      >>> x = solve_qr(lambda v: A @ v, jnp.array([1.0, 0.0]))
+    """
+    def factor_solve(a, v):
+        q, r = jnp.linalg.qr(a)
+        return jax.scipy.linalg.solve_triangular(r, q.T @ v)
+    return _dense(factor_solve, "solve_qr", matvec, b, ridge, on_failure)
+
+
+def solve_inv(matvec: Matvec, b, *, ridge: float | None = None, on_failure: str = "warn"):
+    """Dense solve by the explicit inverse, ``x = A⁻¹ b`` (JAXopt's; prefer :func:`solve_lu`,
+    which is cheaper and more accurate).
+
+    Example:
+      >>> A = jnp.array([[3.0, 1.0], [1.0, 2.0]])
+      >>> x = solve_inv(lambda v: A @ v, jnp.array([1.0, 0.0]))
+    """
+    return _dense(lambda a, v: jnp.linalg.inv(a) @ v, "solve_inv", matvec, b, ridge, on_failure)
+
+
+def solve_iterative_refinement(matvec: Matvec, b, init=None, maxiter: int = 10,
+                               tol: float = 1e-7, solve: Callable | None = None, *,
+                               on_failure: str = "warn", **solve_options):
+    """Iterative refinement: ``x ← x + solve(A, b - A x)`` until ``||b - A x|| ≤ tol``.
+
+    JAXopt's signature and defaults (``maxiter=10`` refinements, absolute ``tol=1e-7``,
+    inner ``solve`` GMRES). Each inner solve runs with ``on_failure="ignore"``; the final
+    result fails (warning, or ``on_failure``) when its residual is above both ``tol`` and
+    10 × the dtype's default relative tolerance.
+
+    Args:
+      matvec: ``x -> A x`` on pytrees like ``b``.
+      b: right-hand side (pytree).
+      init: initial ``x`` (default zeros).
+      maxiter: maximum number of refinement steps.
+      tol: absolute tolerance on ``||b - A x||``.
+      solve: inner solver ``solve(matvec, r) -> x`` (default :func:`solve_gmres`).
+      on_failure: ``"warn"``, ``"raise"`` or ``"ignore"``.
+      **solve_options: passed to the inner ``solve`` (e.g. ``ridge``).
+
+    Example:
+      >>> A = jnp.array([[3.0, 1.0], [1.0, 2.0]])
+      >>> x = solve_iterative_refinement(lambda v: A @ v, jnp.array([1.0, 0.0]))
+    """
+    _check_positive("maxiter", maxiter, "a positive integer")
+    solve = solve_gmres if solve is None else solve
+    if solve in (solve_cg, solve_gmres, solve_bicgstab, solve_normal_cg, solve_lu,
+                 solve_cholesky, solve_qr, solve_inv):
+        solve_options = {"on_failure": "ignore", **solve_options}
+    x0 = jax.tree.map(jnp.zeros_like, b) if init is None else init
+    residual = lambda x: jax.tree.map(jnp.subtract, b, matvec(x))
+
+    def cond(carry):
+        _, r, k = carry
+        return (k < maxiter) & (tree_norm(r) > tol)
+
+    def body(carry):
+        x, r, k = carry
+        x = jax.tree.map(jnp.add, x, solve(matvec, r, **solve_options))
+        return x, residual(x), k + 1
+
+    x, r, _ = jax.lax.while_loop(cond, body, (x0, residual(x0), 0))
+    # a failure is a residual above the absolute tol and above the dtype's relative one
+    measure = jnp.where(tree_norm(r) <= tol, 0.0, relative_residual(matvec, b, x))
+    _report("solve_iterative_refinement", measure, 10 * _default_tol(b), on_failure,
+            f"tol={tol:g}, maxiter={maxiter}")
+    return x
 
 
 def solve_auto(matvec: Matvec, b, *, dense_threshold: int = 600, tol: float | None = None,

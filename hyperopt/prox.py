@@ -19,18 +19,28 @@ per leaf, e.g. per-feature weights).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax.flatten_util import ravel_pytree
+
+# The projections hyperopt.prox exported before hyperopt.projection existed (same objects).
+from hyperopt.projection import (  # noqa: E402,F401
+    projection_box,
+    projection_l2_ball,
+    projection_non_negative,
+    projection_simplex,
+)
 
 __all__ = [
     "projection_box",
     "projection_l2_ball",
     "projection_non_negative",
     "projection_simplex",
+    "make_prox_from_projection",
     "prox_elastic_net",
+    "prox_group_lasso",
     "prox_lasso",
     "prox_non_negative_lasso",
     "prox_non_negative_ridge",
@@ -154,112 +164,67 @@ def prox_non_negative_ridge(x: Any, l2reg: Any = None, scaling: float = 1.0) -> 
 
 
 def prox_elastic_net(x: Any, hyperparams: Any = None, scaling: float = 1.0) -> Any:
-    """Proximal operator of ``g(y) = Σᵢ l1reg_i |y_i| + 0.5 Σᵢ l2reg_i y_i²``.
+    """Proximal operator of JAXopt's elastic net ``g(y) = l1reg · (||y||₁ + 0.5 · l2reg · ||y||²)``.
 
-    ``prox(x)_i = sign(x_i) · max(|x_i| - scaling · l1reg_i, 0) / (1 + scaling · l2reg_i)``.
+    ``prox(x)_i = sign(x_i) · max(|x_i| - scaling · a_i, 0) / (1 + scaling · a_i · b_i)`` with
+    ``(a, b) = hyperparams``: the squared-l2 weight is ``a · b``, not ``b`` (JAXopt's
+    definition; hyperopt before 0.2 divided by ``1 + scaling · b``). For the penalty
+    ``λ₁||y||₁ + ½λ₂||y||²`` pass ``(λ₁, λ₂ / λ₁)``.
 
     Args:
       x: pytree of arrays.
-      hyperparams: ``(l1reg, l2reg)`` (default ``(1.0, 1.0)``); each a scalar, a broadcastable
+      hyperparams: ``(a, b)`` (default ``(1.0, 1.0)``); each a scalar, a broadcastable
         array, or a pytree like ``x``.
       scaling: step size multiplying ``g``.
 
     Example:
       >>> prox_elastic_net(jnp.array([3.0, 0.5]), (1.0, 1.0)).tolist()
       [1.0, 0.0]
+      >>> prox_elastic_net(jnp.array([3.0]), (2.0, 0.5)).tolist()   # (3 - 2) / (1 + 2 · 0.5)
+      [0.5]
     """
     l1reg, l2reg = (1.0, 1.0) if hyperparams is None else hyperparams
     l1reg, l2reg = _like(l1reg, x), _like(l2reg, x)
     return jax.tree.map(
-        lambda xi, l1, l2: _soft_threshold(xi, scaling * l1) / (1.0 + scaling * l2),
+        lambda xi, a, b: _soft_threshold(xi, scaling * a) / (1.0 + scaling * a * b),
         x, l1reg, l2reg)
 
 
-# ---------------------------------------------------------------------------------------
-# Projections
-# ---------------------------------------------------------------------------------------
+def prox_group_lasso(x: Any, l2reg: Any = None, scaling: float = 1.0) -> Any:
+    """Proximal operator of ``g(y) = l2reg · ||y||₂`` (block soft thresholding).
 
-
-def projection_non_negative(x: Any, hyperparams: Any = None) -> Any:
-    """Projection onto the non-negative orthant: ``max(x, 0)`` leafwise.
-
-    Example:
-      >>> projection_non_negative(jnp.array([2.0, -3.0])).tolist()
-      [2.0, 0.0]
-    """
-    del hyperparams
-    return jax.tree.map(jax.nn.relu, x)
-
-
-def projection_box(x: Any, hyperparams: Any) -> Any:
-    """Projection onto the box ``{y : lower ≤ y ≤ upper}``: ``min(max(x, lower), upper)``.
+    ``prox(x) = max(1 - scaling · l2reg / ||x||₂, 0) · x``, the norm taken over the whole
+    pytree; one group per call (``jax.vmap`` over rows for many groups).
 
     Args:
-      x: pytree of arrays.
-      hyperparams: ``(lower, upper)``, each a scalar, a broadcastable array, or a pytree like
-        ``x``; ``lower ≤ upper``. The Jacobian w.r.t. ``lower`` (``upper``) is 1 where that
-        bound is active.
+      x: pytree of arrays (one group).
+      l2reg: non-negative scalar (default 1.0).
+      scaling: step size multiplying ``g``.
 
     Example:
-      >>> projection_box(jnp.array([-2.0, 0.5, 3.0]), (0.0, 1.0)).tolist()
-      [0.0, 0.5, 1.0]
+      >>> prox_group_lasso(jnp.array([3.0, 4.0]), 2.5).tolist()
+      [1.5, 2.0]
     """
-    lower, upper = hyperparams
-    lower, upper = _like(lower, x), _like(upper, x)
-    return jax.tree.map(lambda xi, lo, hi: jnp.minimum(jnp.maximum(xi, lo), hi), x, lower, upper)
+    if l2reg is None:
+        l2reg = 1.0
+    sq_norm = sum(jnp.sum(jnp.abs(leaf) ** 2) for leaf in jax.tree.leaves(x))
+    # 1 - t/||x|| with the norm floored away from 0: x = 0 gives factor 0 and finite
+    # derivatives, where 1 - t/0 gives NaN gradients.
+    safe_norm = jnp.sqrt(jnp.where(sq_norm > 0, sq_norm, 1.0))
+    factor = jnp.where(sq_norm > 0, jax.nn.relu(1.0 - l2reg * scaling / safe_norm), 0.0)
+    return jax.tree.map(lambda leaf: factor * leaf, x)
 
 
-def projection_l2_ball(x: Any, radius: Any = 1.0) -> Any:
-    """Projection onto ``{y : ||y||₂ ≤ radius}``, the norm taken over the whole pytree.
-
-    ``P(x) = x · radius / max(||x||₂, radius)``. (JAXopt calls ``radius`` ``max_norm``.)
-
-    Args:
-      x: pytree of arrays.
-      radius: positive scalar.
+def make_prox_from_projection(projection: Callable) -> Callable:
+    """The prox of the indicator of a convex set: ``prox(x, hp, scaling) = projection(x, hp)``.
 
     Example:
-      >>> projection_l2_ball(jnp.array([6.0, 8.0]), 5.0).tolist()
-      [3.0, 4.0]
-      >>> p = projection_l2_ball({"a": jnp.array([3.0]), "b": jnp.array([4.0])}, 2.5)
-      >>> p["a"].tolist(), p["b"].tolist()
-      ([1.5], [2.0])
+      >>> from hyperopt.projection import projection_simplex
+      >>> prox = make_prox_from_projection(projection_simplex)
+      >>> prox(jnp.array([2.0, 1.0]), None, 0.5).tolist()
+      [1.0, 0.0]
     """
-    if radius is None:
-        radius = 1.0
-    sq_norm = sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(x))
-    # sqrt(max(||x||², r²)) = max(||x||, r) without the NaN gradient of the norm at x = 0.
-    scale = radius / jnp.sqrt(jnp.maximum(sq_norm, radius**2))
-    return jax.tree.map(lambda leaf: scale * leaf, x)
-
-
-def projection_simplex(x: Any, value: Any = 1.0) -> Any:
-    """Projection onto the simplex ``{y : y ≥ 0, Σ y = value}`` of the flattened pytree.
-
-    ``P(x) = max(x - τ, 0)`` with ``τ`` such that the result sums to ``value`` (exact,
-    sort-based, O(n log n)). The whole pytree (or a 2-D array) is one vector; to project each
-    row of a matrix use ``jax.vmap(projection_simplex)(X)``. Autodiff through the sort gives
-    the exact Jacobian away from ties: on the support ``S``, ``∂P/∂x = I - 11ᵀ/|S|`` and
-    ``∂P/∂value = 1/|S|``.
-
-    Args:
-      x: pytree of arrays.
-      value: positive scalar, the sum of the result (default 1.0).
-
-    Example:
-      >>> projection_simplex(jnp.array([2.0, 1.0, -1.0]), 1.0).tolist()
-      [1.0, 0.0, 0.0]
-      >>> projection_simplex(jnp.array([0.5, 0.25, -1.0]), 1.0).tolist()
-      [0.625, 0.375, 0.0]
-    """
-    if value is None:
-        value = 1.0
-    flat, unravel = ravel_pytree(x)
-    u = jnp.sort(flat)[::-1]
-    k = jnp.arange(1, flat.size + 1, dtype=flat.dtype)
-    # The support is the top-k entries for the largest k with u_k > (Σ_{j≤k} u_j - value) / k;
-    # this condition holds exactly on a prefix of the sorted vector.
-    in_support = (u - (jnp.cumsum(u) - value) / k > 0).astype(flat.dtype)
-    support_size = jnp.maximum(jnp.sum(in_support), 1.0)
-    tau = (jnp.sum(in_support * u) - value) / support_size
-    return unravel(jax.nn.relu(flat - tau))
+    def prox(x, hyperparams=None, scaling=1.0):
+        del scaling  # a projection does not depend on the step
+        return projection(x, hyperparams)
+    return prox

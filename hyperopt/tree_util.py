@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -9,8 +10,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["is_dynamic", "partition_static", "stop_gradient_inexact", "tree_norm", "tree_vdot",
-           "tree_where"]
+__all__ = [
+    "broadcast_pytrees", "is_dynamic", "partition_static", "stop_gradient_inexact", "tree_add",
+    "tree_add_scalar_mul", "tree_conj", "tree_div", "tree_dot", "tree_imag", "tree_inf_norm",
+    "tree_l2_norm", "tree_map", "tree_mul", "tree_negative", "tree_norm", "tree_ones_like",
+    "tree_real", "tree_reduce", "tree_scalar_mul", "tree_sub", "tree_sum", "tree_vdot",
+    "tree_vdot_real", "tree_where", "tree_zeros_like",
+]
 
 
 def tree_vdot(a, b) -> jax.Array:
@@ -57,3 +63,110 @@ def stop_gradient_inexact(tree):
             return jax.lax.stop_gradient(leaf)
         return jax.lax.stop_gradient(leaf) if isinstance(leaf, float) else leaf
     return jax.tree.map(stop, tree)
+
+
+# ---------------------------------------------------------------------------------------
+# JAXopt's public tree utilities (``jaxopt.tree_util``), same names and results
+# ---------------------------------------------------------------------------------------
+
+tree_map = jax.tree_util.tree_map
+tree_reduce = jax.tree_util.tree_reduce
+
+
+def broadcast_pytrees(*trees):
+    """Leaf trees (single arrays) broadcast to the structure shared by the others.
+
+    Example:
+      >>> broadcast_pytrees(1.0, (2.0, 3.0))
+      ((1.0, 1.0), (2.0, 3.0))
+    """
+    defs = [jax.tree.structure(t) for t in trees]
+    shared = [d for d in defs if not jax.tree_util.treedef_is_leaf(d)]
+    if not shared:
+        return trees
+    if any(d != shared[0] for d in shared):
+        raise ValueError(f"Pytrees are not broadcastable: {shared[0]} != "
+                         f"{next(d for d in shared if d != shared[0])}")
+    n = shared[0].num_leaves
+    return tuple(shared[0].unflatten([jax.tree.leaves(t)[0]] * n)
+                 if jax.tree_util.treedef_is_leaf(d) else t for t, d in zip(trees, defs, strict=True))
+
+
+def tree_add(tree_x, tree_y):
+    """``x + y`` leafwise."""
+    return jax.tree.map(operator.add, tree_x, tree_y)
+
+
+def tree_sub(tree_x, tree_y):
+    """``x - y`` leafwise."""
+    return jax.tree.map(operator.sub, tree_x, tree_y)
+
+
+def tree_mul(tree_x, tree_y):
+    """``x * y`` leafwise."""
+    return jax.tree.map(operator.mul, tree_x, tree_y)
+
+
+def tree_div(tree_x, tree_y):
+    """``x / y`` leafwise."""
+    return jax.tree.map(operator.truediv, tree_x, tree_y)
+
+
+def tree_scalar_mul(scalar, tree_x):
+    """``scalar * x``."""
+    return jax.tree.map(lambda x: scalar * x, tree_x)
+
+
+def tree_add_scalar_mul(tree_x, scalar, tree_y):
+    """``x + scalar * y``."""
+    return jax.tree.map(lambda x, y: x + scalar * y, tree_x, tree_y)
+
+
+def tree_vdot_real(tree_x, tree_y) -> jax.Array:
+    """Real part of ``<x, y>``."""
+    return jnp.real(tree_vdot(tree_x, tree_y))
+
+
+def tree_dot(tree_x, tree_y):
+    """``jnp.dot`` leaf by leaf (block-diagonal operators)."""
+    return jax.tree.map(jnp.dot, tree_x, tree_y)
+
+
+def tree_sum(tree_x) -> jax.Array:
+    """Sum of all entries."""
+    return sum(jnp.sum(leaf) for leaf in jax.tree.leaves(tree_x))
+
+
+def tree_l2_norm(tree_x, squared: bool = False) -> jax.Array:
+    """``||x||₂`` over all leaves (its square with ``squared=True``); complex leaves allowed."""
+    sq = sum(jnp.sum(jnp.real(leaf) ** 2 + jnp.imag(leaf) ** 2) for leaf in jax.tree.leaves(tree_x))
+    return sq if squared else jnp.sqrt(sq)
+
+
+def tree_inf_norm(tree_x) -> jax.Array:
+    """``max |x_i|`` over all leaves."""
+    return max(jnp.max(jnp.abs(leaf)) for leaf in jax.tree.leaves(tree_x))
+
+
+def tree_zeros_like(tree_x):
+    return jax.tree.map(jnp.zeros_like, tree_x)
+
+
+def tree_ones_like(tree_x):
+    return jax.tree.map(jnp.ones_like, tree_x)
+
+
+def tree_negative(tree_x):
+    return jax.tree.map(operator.neg, tree_x)
+
+
+def tree_conj(tree_x):
+    return jax.tree.map(jnp.conj, tree_x)
+
+
+def tree_real(tree_x):
+    return jax.tree.map(jnp.real, tree_x)
+
+
+def tree_imag(tree_x):
+    return jax.tree.map(jnp.imag, tree_x)

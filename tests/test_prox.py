@@ -111,7 +111,7 @@ PROX_CASES = {
     "ridge": (prox_ridge, lambda y, h: 0.5 * h * y**2, -20.0, _uniform),
     "non_negative_ridge": (prox_non_negative_ridge, lambda y, h: 0.5 * h * y**2, 0.0, _uniform),
     "elastic_net": (
-        prox_elastic_net, lambda y, h: h[0] * abs(y) + 0.5 * h[1] * y**2, -20.0,
+        prox_elastic_net, lambda y, h: h[0] * (abs(y) + 0.5 * h[1] * y**2), -20.0,
         lambda rng, n, pf: (_uniform(rng, n, pf), _uniform(rng, n, pf))),
 }
 
@@ -150,8 +150,9 @@ def test_elastic_net_prox_matches_smooth_split_lbfgsb(seed):
         u, v = w[:n], w[n:]
         y = u - v
         r = y - x
-        value = 0.5 * r @ r + scaling * (l1 @ (u + v) + 0.5 * l2 @ y**2)
-        grad_y = r + scaling * l2 * y
+        # JAXopt's definition: g(y) = l1 (|y| + 0.5 l2 y²)
+        value = 0.5 * r @ r + scaling * (l1 @ (u + v) + 0.5 * (l1 * l2) @ y**2)
+        grad_y = r + scaling * l1 * l2 * y
         return value, np.concatenate([grad_y + scaling * l1, -grad_y + scaling * l1])
 
     res = optimize.minimize(objective, np.zeros(2 * n), jac=True, method="L-BFGS-B",

@@ -143,7 +143,10 @@ class Lasso(Problem):
         hp = self.hparams(theta)
         if not self.elastic_net:
             return hp["l1reg"]
-        return (hp["l1reg"], jnp.broadcast_to(hp["l2reg"], jnp.shape(hp["l1reg"])))
+        # prox_elastic_net(x, (a, b)) penalizes a (|w| + ½ b w²) (JAXopt's definition):
+        # λ|w| + ½ μ w² is (a, b) = (λ, μ / λ)
+        l1reg = hp["l1reg"]
+        return (l1reg, jnp.broadcast_to(hp["l2reg"], jnp.shape(l1reg)) / l1reg)
 
     def inner_solver(self, make_solver):
         cls = solver_class(make_solver)
