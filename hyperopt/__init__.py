@@ -8,6 +8,7 @@ The library half is argmin differentiation with JAXopt's names::
 """
 
 from hyperopt import linear_solve, prox
+from hyperopt.linesearch import BacktrackingLineSearch, HagerZhangLineSearch, ZoomLineSearch
 from hyperopt.implicit_diff import custom_fixed_point, custom_root, root_jvp, root_vjp
 from hyperopt.linear_solve import LinearSolveError, LinearSolveWarning
 from hyperopt.solvers import (
@@ -27,6 +28,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "LBFGS",
+    "BacktrackingLineSearch",
+    "HagerZhangLineSearch",
+    "ZoomLineSearch",
     "BlockCoordinateDescent",
     "ClosedForm",
     "CompositeLinearFunction",
