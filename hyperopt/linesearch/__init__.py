@@ -14,17 +14,19 @@ Example:
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
-from hyperopt.linesearch._common import IterativeLineSearch, LineSearchStep
+from hyperopt.linesearch._common import IterativeLineSearch, LineSearchStep, tree_add_scalar_mul
 from hyperopt.linesearch.backtracking import BacktrackingLineSearch, BacktrackingLineSearchState
 from hyperopt.linesearch.hager_zhang import HagerZhangLineSearch, HagerZhangLineSearchState
 from hyperopt.linesearch.zoom import ZoomLineSearch, ZoomLineSearchState
+from hyperopt.tree_util import stop_gradient_inexact
 
 __all__ = [
     "BacktrackingLineSearch", "BacktrackingLineSearchState", "HagerZhangLineSearch",
     "HagerZhangLineSearchState", "IterativeLineSearch", "LineSearchStep", "ZoomLineSearch",
-    "ZoomLineSearchState", "init_stepsize", "setup_linesearch",
+    "ZoomLineSearchState", "init_stepsize", "line_step", "setup_linesearch",
 ]
 
 LINESEARCHES = ("backtracking", "zoom", "hager-zhang")
@@ -68,3 +70,30 @@ def init_stepsize(strategy, max_stepsize, min_stepsize, increase_factor, stepsiz
         return jnp.where(stepsize <= min_stepsize, max_stepsize, stepsize * increase_factor)
     raise ValueError(f"linesearch_init={strategy!r}; allowed: "
                      f"{', '.join(map(repr, INIT_STRATEGIES))}")
+
+
+def line_step(linesearch_solver, value_and_grad_with_aux, init_step, params, value, grad,
+              descent_direction, args, kwargs, *, differentiable: bool):
+    """One searched step ``params + stepsize * descent_direction`` of a solver.
+
+    Returns ``(stepsize, new_params, new_value, new_grad, new_aux, ls_state)``.
+
+    ``differentiable`` (unrolled mode): the search runs on ``stop_gradient``-ed inputs, so
+    the chosen step is locally constant in the hyperparameters (JAXopt differentiates the
+    search, whose derivatives are NaN where it switches branches), and the new point, value
+    and gradient are recomputed from differentiable inputs. Otherwise (implicit mode, where
+    the iterations are never differentiated) the search's own point, value and gradient are
+    used: the same arithmetic and function-evaluation counts as JAXopt.
+    """
+    if differentiable:
+        sg_inputs = stop_gradient_inexact((params, value, grad, descent_direction, args, kwargs))
+        stepsize, ls_state = linesearch_solver.run(jax.lax.stop_gradient(init_step),
+                                                   *sg_inputs[:4], fun_args=sg_inputs[4],
+                                                   fun_kwargs=sg_inputs[5])
+        stepsize = jax.lax.stop_gradient(stepsize)
+        new_params = tree_add_scalar_mul(params, stepsize, descent_direction)
+        (new_value, new_aux), new_grad = value_and_grad_with_aux(new_params, *args, **kwargs)
+        return stepsize, new_params, new_value, new_grad, new_aux, ls_state
+    stepsize, ls_state = linesearch_solver.run(init_step, params, value, grad, descent_direction,
+                                               fun_args=args, fun_kwargs=kwargs)
+    return stepsize, ls_state.params, ls_state.value, ls_state.grad, ls_state.aux, ls_state

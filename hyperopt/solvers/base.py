@@ -155,8 +155,11 @@ class IterativeSolver:
 
     # -- the shared machinery ---------------------------------------------------------
     def _run_iterations(self, init_params, *args, **kwargs):
-        tol = default_tol(init_params) if self.tol is None else self.tol
+        tol = (default_tol(getattr(init_params, "params", init_params)) if self.tol is None
+               else self.tol)
         state = self.init_state(init_params, *args, **kwargs)
+        if isinstance(init_params, OptStep):  # warm start from a previous (params, state)
+            init_params = init_params.params
         step = lambda params, state: tuple(self.update(params, state, *args, **kwargs))
         return run_loop(step, init_params, state, maxiter=self.maxiter, tol=tol,
                         unrolled=not self.implicit_diff, verbose=self.verbose,
