@@ -8,10 +8,11 @@ The library half is argmin differentiation with JAXopt's names::
 """
 
 from hyperopt import linear_solve, prox
-from hyperopt.linesearch import BacktrackingLineSearch, HagerZhangLineSearch, ZoomLineSearch
 from hyperopt.implicit_diff import custom_fixed_point, custom_root, root_jvp, root_vjp
 from hyperopt.linear_solve import LinearSolveError, LinearSolveWarning
+from hyperopt.linesearch import BacktrackingLineSearch, HagerZhangLineSearch, ZoomLineSearch
 from hyperopt.solvers import (
+    BFGS,
     LBFGS,
     BlockCoordinateDescent,
     ClosedForm,
@@ -19,6 +20,7 @@ from hyperopt.solvers import (
     GradientDescent,
     IterativeSolver,
     MirrorDescent,
+    NonlinearCG,
     OptStep,
     ProjectedGradient,
     ProximalGradient,
@@ -27,6 +29,7 @@ from hyperopt.solvers import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BFGS",
     "LBFGS",
     "BacktrackingLineSearch",
     "HagerZhangLineSearch",
@@ -37,6 +40,7 @@ __all__ = [
     "GradientDescent",
     "IterativeSolver",
     "MirrorDescent",
+    "NonlinearCG",
     "OptStep",
     "ProjectedGradient",
     "ProximalGradient",

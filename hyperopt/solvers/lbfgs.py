@@ -10,20 +10,14 @@ constants (JAXopt differentiates them; its unrolled derivatives can be NaN).
 from __future__ import annotations
 
 import dataclasses
-import functools
-import warnings
-from collections.abc import Callable
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from hyperopt.linear_solve import solve_cg
-from hyperopt.linesearch import check_linesearch_options, init_stepsize, line_step, setup_linesearch
 from hyperopt.linesearch._common import (
     NUM_EVAL_DTYPE,
     get_real_dtype,
-    make_funs_with_aux,
     tree_add_scalar_mul,
     tree_conj,
     tree_l2_norm,
@@ -32,7 +26,8 @@ from hyperopt.linesearch._common import (
     tree_sub,
     tree_vdot_real,
 )
-from hyperopt.solvers.base import IterativeSolver, OptStep
+from hyperopt.solvers.base import OptStep
+from hyperopt.solvers.searching import SearchingSolver
 
 __all__ = ["LBFGS", "LbfgsState", "inv_hessian_product"]
 
@@ -115,28 +110,17 @@ class LbfgsState(NamedTuple):
 
 
 @dataclasses.dataclass(eq=False, frozen=True)
-class LBFGS(IterativeSolver):
+class LBFGS(SearchingSolver):
     """L-BFGS for ``min_x fun(x, *args, **kwargs)``; ``run(init_params, *args, **kwargs)``.
 
-    JAXopt's constructor arguments and defaults (``tol`` excepted, see the module):
+    JAXopt's constructor arguments and defaults (``tol`` excepted, see the module); the
+    line-search options (``fun``, ``value_and_grad``, ``has_aux``, ``stepsize``,
+    ``linesearch``, ``linesearch_init``, ``maxls``, ``increase_factor``, ``max_stepsize``,
+    ``min_stepsize``) are described in :class:`~hyperopt.solvers.searching.SearchingSolver`.
 
     Attributes:
-      fun: ``fun(params, *args, **kwargs) -> scalar`` (or ``(scalar, aux)`` with
-        ``has_aux``; ``((value, aux), grad)``/``(value, grad)`` with ``value_and_grad``).
-      value_and_grad: ``fun`` returns the gradient too.
-      has_aux: ``fun`` returns auxiliary outputs, kept in ``state.aux``.
-      stepsize: a fixed step if positive, a schedule ``stepsize(iter_num)``, else
-        (``<= 0``, default) a line search.
-      linesearch: "zoom" (default, strong Wolfe), "backtracking", "hager-zhang", or a
-        line-search object (:mod:`hyperopt.linesearch`).
-      linesearch_init: first step of each search: "increase" (previous step times
-        ``increase_factor``, or ``max_stepsize`` once below ``min_stepsize``), "max",
-        "current".
-      maxls: line-search iterations; increase_factor, max_stepsize, min_stepsize: see above.
       history_size: number of stored ``(s, y)`` pairs.
       use_gamma: scale the initial inverse Hessian by ``<s, y>/<y, y>`` (N&W eq. 7.20).
-      condition, decrease_factor: deprecated in JAXopt 0.8 and ignored (a warning).
-      unroll: accepted for JAXopt compatibility; ``implicit_diff`` decides.
 
     Supports complex parameters. Implicit differentiation uses ``∇ₓ fun(x*) = 0``
     (linear solve: CG by default).
@@ -146,46 +130,8 @@ class LBFGS(IterativeSolver):
       >>> w, state = solver.run(jnp.zeros(p), l2reg, X, y)
     """
 
-    default_linear_solve: ClassVar[Callable] = staticmethod(solve_cg)  # Hessian: symmetric
-
-    fun: Callable
-    value_and_grad: bool = False
-    has_aux: bool = False
-    stepsize: float | Callable = 0.0
-    linesearch: Any = "zoom"
-    linesearch_init: str = "increase"
-    condition: Any = None
-    maxls: int = 30
-    decrease_factor: Any = None
-    increase_factor: float = 1.5
-    max_stepsize: float = 1.0
-    min_stepsize: float = 1e-6
     history_size: int = 10
     use_gamma: bool = True
-    unroll: Any = "auto"
-
-    def __post_init__(self):
-        super().__post_init__()
-        check_linesearch_options(self.linesearch, self.linesearch_init)
-        for name in ("condition", "decrease_factor"):
-            if getattr(self, name) is not None:
-                warnings.warn(f"LBFGS argument {name} is deprecated (as in JAXopt) and ignored",
-                              DeprecationWarning, stacklevel=3)
-
-    @functools.cached_property
-    def _funs(self):
-        return make_funs_with_aux(self.fun, self.value_and_grad, self.has_aux)
-
-    def _value_and_grad_with_aux(self, params, *args, **kwargs):
-        return self._funs[2](params, *args, **kwargs)
-
-    @functools.cached_property
-    def linesearch_solver(self):
-        return setup_linesearch(self.linesearch, fun=self._funs[0],
-                                value_and_grad=self._funs[2], has_aux=True,
-                                maxlsiter=self.maxls, max_stepsize=self.max_stepsize,
-                                jit=self.jit, unroll=self.unroll,
-                                verbose=max(int(self.verbose) - 1, 0))
 
     def init_state(self, init_params, *args, **kwargs) -> LbfgsState:
         if isinstance(init_params, OptStep):  # warm start: keep the curvature history
@@ -214,7 +160,7 @@ class LBFGS(IterativeSolver):
             params = params.params
         realdtype = state.rho_history.dtype
         start = state.iter_num % self.history_size if self.history_size else 0
-        value, grad = state.value, state.grad
+        grad = state.grad
         descent_direction = tree_scalar_mul(-1.0, tree_conj(grad))
         s_history, y_history, rho_history = state.s_history, state.y_history, state.rho_history
         if self.history_size:
@@ -225,24 +171,9 @@ class LBFGS(IterativeSolver):
                 descent_direction, *_sg((s_history, y_history, rho_history, state.gamma)),
                 start=start)
 
-        if not callable(self.stepsize) and self.stepsize <= 0:
-            init_step = init_stepsize(self.linesearch_init, self.max_stepsize, self.min_stepsize,
-                                      self.increase_factor, state.stepsize)
-            new_stepsize, new_params, new_value, new_grad, new_aux, ls_state = line_step(
-                self.linesearch_solver, self._value_and_grad_with_aux, init_step, params, value,
-                grad, descent_direction, args, kwargs, differentiable=not self.implicit_diff)
-            failed = ls_state.failed
-            num_ls_iter = state.num_linesearch_iter + ls_state.iter_num
-            num_grad_eval = state.num_grad_eval + ls_state.num_grad_eval
-            num_fun_eval = state.num_fun_eval + ls_state.num_fun_eval
-        else:
-            new_stepsize = (self.stepsize(state.iter_num) if callable(self.stepsize)
-                            else self.stepsize)
-            new_params = tree_add_scalar_mul(params, new_stepsize, descent_direction)
-            (new_value, new_aux), new_grad = self._value_and_grad_with_aux(
-                new_params, *args, **kwargs)
-            num_grad_eval, num_fun_eval = state.num_grad_eval + 1, state.num_fun_eval + 1
-            num_ls_iter, failed = state.num_linesearch_iter, jnp.asarray(False)
+        new_stepsize, new_params, new_value, new_grad, new_aux, failed, counts = self._step(
+            params, state, descent_direction, args, kwargs)
+        num_fun_eval, num_grad_eval, num_ls_iter = counts
 
         s = tree_sub(new_params, params)
         y = tree_conj(tree_sub(new_grad, grad))
@@ -268,11 +199,3 @@ class LBFGS(IterativeSolver):
             jax.debug.print("LBFGS iter {i}  error {e:.3e}  value {v}  stepsize {s}",
                             i=new_state.iter_num, e=new_state.error, v=new_value, s=new_stepsize)
         return OptStep(new_params, new_state)
-
-    def optimality_fun(self, params, *args, **kwargs):
-        if isinstance(params, OptStep):
-            params = params.params
-        return self._value_and_grad_with_aux(params, *args, **kwargs)[1]
-
-    def _reference_signature(self):
-        return self.fun
