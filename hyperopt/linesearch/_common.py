@@ -9,7 +9,6 @@ until ``state.error <= tol`` or ``maxiter`` updates.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -18,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hyperopt.loop import run_loop
+from hyperopt.tree_util import partition_static
 
 __all__ = ["IterativeLineSearch", "LineSearchStep"]
 
@@ -79,11 +79,17 @@ def get_real_dtype(dtype):
 
 
 def cond(pred, if_fun, else_fun, *operands, jit=True):
-    """``lax.cond``, or a Python branch when not compiling (``jit=False``)."""
+    """``lax.cond``, or a Python branch when not compiling (``jit=False``).
+
+    Static leaves of the operands (Python ints, strings: e.g. a number of classes in
+    ``fun_args``) are closed over rather than traced.
+    """
+    dynamic, _, rebuild = partition_static(list(operands))
+    branches = (lambda d: if_fun(*rebuild(d)), lambda d: else_fun(*rebuild(d)))
     if not jit:
         with jax.disable_jit():
-            return jax.lax.cond(pred, if_fun, else_fun, *operands)
-    return jax.lax.cond(pred, if_fun, else_fun, *operands)
+            return jax.lax.cond(pred, *branches, dynamic)
+    return jax.lax.cond(pred, *branches, dynamic)
 
 
 # -- fun / grad / value_and_grad with an aux output ----------------------------------------
@@ -124,7 +130,8 @@ class IterativeLineSearch:
     Subclasses are dataclasses with ``fun``, ``value_and_grad``, ``has_aux``, ``maxiter``,
     ``tol``, ``verbose``, ``jit`` and ``unroll`` fields. ``jit=False`` runs ``update`` in a
     Python loop (prints and pdb work; ``fun`` may be non-jittable); ``"auto"``/``True``
-    compile ``update``. ``unroll`` is accepted for JAXopt compatibility: solvers here never
+    run it in a ``lax.while_loop`` (compiled; Python ints in ``fun_args`` stay static).
+    ``unroll`` is accepted for JAXopt compatibility: solvers here never
     differentiate through the search (its inputs are ``stop_gradient``-ed), so the search
     is always a ``while_loop`` (or the Python loop).
     """
@@ -132,10 +139,6 @@ class IterativeLineSearch:
     def _post_init_funs(self):
         self._fun_with_aux, self._grad_with_aux, self._value_and_grad_fun_with_aux = \
             make_funs_with_aux(self.fun, self.value_and_grad, self.has_aux)
-
-    @functools.cached_property
-    def _compiled_update(self):
-        return jax.jit(self.update) if self.jit else self.update
 
     def _make_zero_step(self, init_stepsize, state) -> LineSearchStep:
         return LineSearchStep(stepsize=init_stepsize, state=state)
@@ -160,7 +163,7 @@ class IterativeLineSearch:
                                 fun_args, fun_kwargs)
         if self.maxiter == 0:
             return self._make_zero_step(init_stepsize, state)
-        update = self._compiled_update
+        update = self.update
 
         def step(stepsize, state):
             return tuple(update(stepsize, state, params, value, grad, descent_direction,
