@@ -13,6 +13,7 @@ hyperopt/JAXopt, and the relative difference of the two hypergradients (and oute
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 import warnings
@@ -81,6 +82,9 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller ridge, 2 repeats")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--tol", type=float, default=1e-8, help="inner tol, both packages")
+    parser.add_argument("--linear-solve", choices=("cg", "default"), default="cg",
+                        help="implicit linear solve: CG at tol 1e-10 in both packages (same "
+                             "values), or each package's default (JAXopt: normal CG, tol 1e-5)")
     args = parser.parse_args(argv)
     repeats = args.repeats or (2 if args.quick else 7)
 
@@ -95,7 +99,8 @@ def main(argv=None) -> int:
         import jaxopt
 
     print(header(sys.argv, ("hyperopt", "jaxopt", "jax", "numpy", "sklearn")))
-    print(f"float64; inner tol {args.tol:g}, maxiter 5000 (GD) / 1000 (LBFGS); "
+    print(f"float64; inner tol {args.tol:g}, maxiter 5000 (GD) / 1000 (LBFGS); implicit "
+          f"linear solve: {args.linear_solve}; "
           f"median of {repeats} compiled calls of value_and_grad(outer)\n")
     rows = []
     for label, inner, outer, ((Xtr, ytr), (Xva, yva)), shape, theta in make_cases(args.quick):
@@ -104,8 +109,10 @@ def main(argv=None) -> int:
         for solver_name, maxiter in (("GradientDescent", 5000), ("LBFGS", 1000)):
             result = {}
             for package in (hyperopt, jaxopt):
+                solve = (functools.partial(package.linear_solve.solve_cg, tol=1e-10)
+                         if args.linear_solve == "cg" else None)
                 solver = getattr(package, solver_name)(fun=inner, tol=args.tol, maxiter=maxiter,
-                                                       implicit_diff=True)
+                                                       implicit_diff=True, implicit_diff_solve=solve)
 
                 def outer_of_theta(theta, solver=solver, data=(init, Xtr, ytr, Xva, yva), outer=outer):
                     init_, Xtr_, ytr_, Xva_, yva_ = data
