@@ -107,6 +107,8 @@ class IterativeSolver:
         for fixed-point conditions (non-symmetric).
       jit: compile ``run`` (once per solver object, argument shapes and static
         arguments: Python ints, bools and strings are static, arrays and floats traced).
+        ``jit=False``: a plain Python loop, op by op (JAXopt's meaning: prints and ``pdb``
+        work inside ``fun``); implicit differentiation still applies.
       verbose: print the error at every iteration.
       unroll_checkpoint: in unrolled mode, recompute each iteration in the backward pass
         instead of storing its intermediates (``jax.checkpoint``): less memory per step for
