@@ -10,7 +10,9 @@ The library half is argmin differentiation with JAXopt's names::
 from hyperopt import linear_solve, objective, projection, prox, tree_util
 from hyperopt.implicit_diff import custom_fixed_point, custom_root, root_jvp, root_vjp
 from hyperopt.linear_solve import LinearSolveError, LinearSolveWarning
+from hyperopt.linesearch import BacktrackingLineSearch, HagerZhangLineSearch, ZoomLineSearch
 from hyperopt.solvers import (
+    BFGS,
     LBFGS,
     BlockCoordinateDescent,
     ClosedForm,
@@ -19,6 +21,7 @@ from hyperopt.solvers import (
     GradientDescent,
     IterativeSolver,
     MirrorDescent,
+    NonlinearCG,
     OptStep,
     ProjectedGradient,
     ProximalGradient,
@@ -27,7 +30,11 @@ from hyperopt.solvers import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BFGS",
     "LBFGS",
+    "BacktrackingLineSearch",
+    "HagerZhangLineSearch",
+    "ZoomLineSearch",
     "BlockCoordinateDescent",
     "ClosedForm",
     "CompositeLinearFunction",
@@ -35,6 +42,7 @@ __all__ = [
     "GradientDescent",
     "IterativeSolver",
     "MirrorDescent",
+    "NonlinearCG",
     "OptStep",
     "ProjectedGradient",
     "ProximalGradient",

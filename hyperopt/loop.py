@@ -11,6 +11,10 @@ module runs it:
   ``jnp.where`` rather than ``lax.cond``: reverse mode through a cond inside a scan
   stores the cond's operands (the data) at every step (541 MiB vs 0.4 MiB for 100 steps
   in ``shared/ANCHORS.md``), while a ``where`` stores only what the step itself needs.
+* eager mode (``jit=False``): a plain Python loop that stops at ``tol`` (JAXopt's
+  ``jit=False``): every step runs op by op, so prints and ``pdb`` work inside ``fun``.
+  Autodiff goes through it like through any Python code. Under an enclosing ``jit`` (the
+  values are tracers) it falls back to the compiled loops above.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ __all__ = ["run_loop"]
 
 def run_loop(step: Callable[[Any, Any], tuple[Any, Any]], params, state, *, maxiter: int,
              tol: float, unrolled: bool, verbose: bool = False,
-             checkpoint: bool = False) -> tuple[Any, Any]:
+             checkpoint: bool = False, jit: bool = True) -> tuple[Any, Any]:
     """Iterates ``step`` from ``(params, state)`` until ``state.error <= tol`` or ``maxiter``.
 
     ``checkpoint`` (unrolled mode): rematerialize each step in the backward pass, so that
@@ -35,8 +39,30 @@ def run_loop(step: Callable[[Any, Any], tuple[Any, Any]], params, state, *, maxi
     instead of the step's intermediates (e.g. LBFGS's per-sample softmax), at the price of
     recomputing every step once.
 
-    Returns ``(params, state)`` with ``state.converged`` set.
+    ``jit=False``: a Python loop (see the module docstring).
+
+    Returns ``(params, state)`` with ``state.converged`` set (when the state has that field).
     """
+    def finish(params, state):
+        if "converged" in getattr(state, "_fields", ()):
+            state = state._replace(converged=state.error <= tol)
+        return params, state
+
+    def keep_going(state):
+        return bool(state.iter_num < maxiter) and bool(state.error > tol)
+
+    if not jit:
+        try:
+            go = keep_going(state)
+        except jax.errors.ConcretizationTypeError:  # traced: use the compiled loops
+            go = None
+        if go is not None:
+            while go:
+                params, state = step(params, state)
+                if verbose:
+                    print(f"iter {int(state.iter_num)}  error {float(state.error):.3e}")
+                go = keep_going(state)
+            return finish(params, state)
     if checkpoint:
         step = jax.checkpoint(step)
     def report(params, state):
@@ -64,4 +90,4 @@ def run_loop(step: Callable[[Any, Any], tuple[Any, Any]], params, state, *, maxi
             return params, state
 
         params, state = jax.lax.while_loop(cond, body, (params, state))
-    return params, state._replace(converged=state.error <= tol)
+    return finish(params, state)

@@ -14,7 +14,7 @@ import numpy as np
 from hyperopt.implicit_diff import custom_root
 from hyperopt.linear_solve import solve_auto, solve_cg
 from hyperopt.loop import run_loop
-from hyperopt.tree_util import partition_static, tree_norm
+from hyperopt.tree_util import partition_static, stop_gradient_inexact, tree_norm
 
 __all__ = [
     "ClosedForm", "IterativeSolver", "OptStep", "SimpleState", "backtracking", "default_tol",
@@ -107,6 +107,8 @@ class IterativeSolver:
         for fixed-point conditions (non-symmetric).
       jit: compile ``run`` (once per solver object, argument shapes and static
         arguments: Python ints, bools and strings are static, arrays and floats traced).
+        ``jit=False``: a plain Python loop, op by op (JAXopt's meaning: prints and ``pdb``
+        work inside ``fun``); implicit differentiation still applies.
       verbose: print the error at every iteration.
       unroll_checkpoint: in unrolled mode, recompute each iteration in the backward pass
         instead of storing its intermediates (``jax.checkpoint``): less memory per step for
@@ -155,12 +157,15 @@ class IterativeSolver:
 
     # -- the shared machinery ---------------------------------------------------------
     def _run_iterations(self, init_params, *args, **kwargs):
-        tol = default_tol(init_params) if self.tol is None else self.tol
+        tol = (default_tol(getattr(init_params, "params", init_params)) if self.tol is None
+               else self.tol)
         state = self.init_state(init_params, *args, **kwargs)
+        if isinstance(init_params, OptStep):  # warm start from a previous (params, state)
+            init_params = init_params.params
         step = lambda params, state: tuple(self.update(params, state, *args, **kwargs))
         return run_loop(step, init_params, state, maxiter=self.maxiter, tol=tol,
                         unrolled=not self.implicit_diff, verbose=self.verbose,
-                        checkpoint=self.unroll_checkpoint)
+                        checkpoint=self.unroll_checkpoint, jit=self.jit)
 
     @functools.cached_property
     def _differentiable_run(self) -> Callable:
@@ -174,13 +179,33 @@ class IterativeSolver:
     def _jitted(self) -> dict:
         return {}  # one compiled function per structure of static arguments
 
+    def _run_eager(self, init_params, *args, **kwargs) -> OptStep:
+        """``jit=False``: the iterations run in a Python loop, op by op (prints and pdb work).
+
+        Implicit mode solves with the arguments' values, then attaches the implicit
+        derivatives (``custom_root`` around the finished solution) only when some argument
+        is being differentiated, so that ``fun`` is called exactly once per evaluation.
+        """
+        if isinstance(init_params, OptStep):  # warm start from a previous run (JAXopt)
+            init_params = init_params.params
+        if not self.implicit_diff:
+            return OptStep(*self._run_iterations(init_params, *args, **kwargs))
+        solution = self._run_iterations(init_params, *stop_gradient_inexact(args),
+                                        **stop_gradient_inexact(kwargs))
+        if not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((args, kwargs))):
+            return OptStep(*solution)
+        run = custom_root(self.optimality_fun, has_aux=True, solve=self.linear_solve,
+                          reference_signature=self._reference_signature())(
+                              lambda init_params, *args, **kwargs: solution)
+        return OptStep(*run(init_params, *args, **kwargs))
+
     def run(self, init_params, *args, **kwargs) -> OptStep:
         """Solves from ``init_params``; ``args``/``kwargs`` are the objective's arguments.
 
         Differentiable with respect to ``args``/``kwargs`` (implicitly or unrolled).
         """
         if not self.jit:
-            return OptStep(*self._differentiable_run(init_params, *args, **kwargs))
+            return self._run_eager(init_params, *args, **kwargs)
         dynamic, key, rebuild = partition_static((args, kwargs))
         try:
             compiled = self._jitted.get(key)

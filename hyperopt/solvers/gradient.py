@@ -11,7 +11,13 @@ import jax.numpy as jnp
 
 from hyperopt import prox as prox_lib
 from hyperopt.linear_solve import solve_cg
-from hyperopt.solvers.base import IterativeSolver, OptStep, backtracking, value_and_grad_aux
+from hyperopt.solvers.base import (
+    IterativeSolver,
+    OptStep,
+    backtracking,
+    value_and_grad_aux,
+    value_only,
+)
 from hyperopt.tree_util import stop_gradient_inexact, tree_norm, tree_vdot
 
 __all__ = ["GradientDescent", "ProjectedGradient", "ProximalGradient", "ProxGradState"]
@@ -49,7 +55,9 @@ class ProximalGradient(IterativeSolver):
     Attributes:
       fun: smooth part ``f(params, *args, **kwargs) -> scalar`` (or ``(scalar, aux)``).
       prox: ``prox(x, hyperparams, scaling) -> x`` (see :mod:`hyperopt.prox`).
-      stepsize: fixed step if positive; otherwise backtracking line search.
+      stepsize: fixed step if positive, a schedule ``stepsize(iter_num)`` if callable;
+        otherwise backtracking with JAXopt's sufficient-decrease test (accepts steps up to
+        1/L), decided by a curvature test where value changes are below rounding.
       acceleration: FISTA momentum, with adaptive restart.
       has_aux: ``fun`` returns ``(value, aux)``; the last ``aux`` is in the state.
       maxls, decrease_factor: line search budget and shrink factor.
@@ -61,19 +69,20 @@ class ProximalGradient(IterativeSolver):
 
     fun: Callable
     prox: Callable = prox_lib.prox_none
-    stepsize: float = 0.0
+    stepsize: float | Callable = 0.0
     acceleration: bool = True
     has_aux: bool = False
-    maxls: int = 30
+    maxls: int = 15
     decrease_factor: float = 0.5
 
     def _value_and_grad(self, params, *args, **kwargs):
         return value_and_grad_aux(self.fun, self.has_aux, params, *args, **kwargs)
 
-    def init_state(self, init_params, hyperparams_prox, *args, **kwargs) -> ProxGradState:
+    def init_state(self, init_params, hyperparams_prox=None, *args, **kwargs) -> ProxGradState:
         value, grad, aux = self._value_and_grad(init_params, *args, **kwargs)
         dtype = jnp.result_type(*jax.tree.leaves(init_params))
-        stepsize = jnp.asarray(self.stepsize if self.stepsize > 0 else 1.0, dtype)
+        fixed = not callable(self.stepsize) and self.stepsize > 0
+        stepsize = jnp.asarray(self.stepsize if fixed else 1.0, dtype)
         error = jnp.asarray(jnp.inf, dtype)  # measured after the first step
         return ProxGradState(iter_num=jnp.asarray(0), error=error, converged=jnp.asarray(False),
                              stepsize=stepsize, y=init_params, t=jnp.asarray(1.0, dtype),
@@ -87,28 +96,46 @@ class ProximalGradient(IterativeSolver):
         return self._apply_prox(moved, hyperparams_prox, eta)
 
     def _stepsize(self, state, hyperparams_prox, args, kwargs):
+        """``(eta, next_start)``: this iteration's step and the next search's first trial."""
+        if callable(self.stepsize):  # a schedule stepsize(iter_num)
+            eta = jnp.asarray(self.stepsize(state.iter_num), state.stepsize.dtype)
+            return eta, eta
         if self.stepsize > 0:
-            return state.stepsize
-        y, g = _sg(state.y), _sg(state.y_grad)
+            return state.stepsize, state.stepsize
+        y, g, fy = _sg(state.y), _sg(state.y_grad), _sg(state.y_value)
         hp, args, kwargs = stop_gradient_inexact((hyperparams_prox, args, kwargs))
+        noise = 10 * jnp.finfo(fy.dtype).eps * jnp.abs(fy)  # rounding level of f values
 
         def accept(eta):
-            # Curvature test <∇f(x⁺) - ∇f(y), d> <= ||d||²/(2η), d = x⁺ - y. For convex f it
-            # implies the usual sufficient decrease f(x⁺) <= f(y) + <g, d> + ||d||²/(2η),
-            # and unlike a test on values it does not drown in rounding near the optimum
-            # (where value differences fall below eps·|f| and the step would blow up).
+            # JAXopt's sufficient decrease f(x⁺) <= f(y) + <g, d> + ||d||²/(2η) (d = x⁺ - y),
+            # which accepts steps up to 1/L. Near the optimum the predicted change falls
+            # below the rounding of f and that comparison is noise (the step would collapse,
+            # or blow up with a slack); there the curvature test <∇f(x⁺) - g, d> <= ||d||²/η,
+            # which also holds exactly for η <= 1/L, decides from gradients instead.
             x = self._prox_step(y, g, eta, hp)
             d = jax.tree.map(jnp.subtract, x, y)
-            g_new = self._value_and_grad(x, *args, **kwargs)[1]
-            curvature = tree_vdot(jax.tree.map(jnp.subtract, g_new, g), d)
-            return curvature <= tree_vdot(d, d) / (2 * eta)
+            sqdist = tree_vdot(d, d)
+            linear = tree_vdot(d, g)
+            tiny = jnp.abs(linear) + sqdist / (2 * eta) <= noise
 
-        # Start a little above the last accepted step so it can grow back.
-        return backtracking(accept, state.stepsize * 1.5, maxls=self.maxls,
-                            decrease_factor=self.decrease_factor)
+            def by_value(x):
+                f_new = value_only(self.fun, self.has_aux, x, *args, **kwargs)
+                return eta * (f_new - fy) <= eta * linear + 0.5 * sqdist
 
-    def update(self, params, state, hyperparams_prox, *args, **kwargs) -> OptStep:
-        eta = self._stepsize(state, hyperparams_prox, args, kwargs)
+            def by_curvature(x):
+                g_new = self._value_and_grad(x, *args, **kwargs)[1]
+                return tree_vdot(jax.tree.map(jnp.subtract, g_new, g), d) <= sqdist / eta
+
+            return jax.lax.cond(tiny, by_curvature, by_value, x)
+
+        eta = backtracking(accept, state.stepsize, maxls=self.maxls,
+                           decrease_factor=self.decrease_factor)
+        # JAXopt's schedule: the next search starts at η/decrease_factor (1.0 once η <= 1e-6).
+        start = jnp.where(eta <= 1e-6, 1.0, eta / self.decrease_factor)
+        return eta, jax.lax.stop_gradient(start)
+
+    def update(self, params, state, hyperparams_prox=None, *args, **kwargs) -> OptStep:
+        eta, next_start = self._stepsize(state, hyperparams_prox, args, kwargs)
         new_params = self._prox_step(state.y, state.y_grad, eta, hyperparams_prox)
         # Gradient mapping at y with the fixed-point step (not the line search's, which
         # can be tiny): zero exactly at a solution; ||∇f(y)|| when there is no prox.
@@ -130,19 +157,20 @@ class ProximalGradient(IterativeSolver):
             t, y = state.t, new_params
         value, grad, aux = self._value_and_grad(y, *args, **kwargs)
         state = ProxGradState(iter_num=state.iter_num + 1, error=error, converged=state.converged,
-                              stepsize=eta, y=y, t=t, y_value=value, y_grad=grad, aux=aux)
+                              stepsize=next_start, y=y, t=t, y_value=value, y_grad=grad,
+                              aux=aux)
         return OptStep(new_params, state)
 
     def _fixed_point_stepsize(self):
-        return self.stepsize if self.stepsize > 0 else 1.0
+        return self.stepsize if not callable(self.stepsize) and self.stepsize > 0 else 1.0
 
-    def optimality_fun(self, params, hyperparams_prox, *args, **kwargs):
+    def optimality_fun(self, params, hyperparams_prox=None, *args, **kwargs):
         grad = self._value_and_grad(params, *args, **kwargs)[1]
         moved = self._prox_step(params, grad, self._fixed_point_stepsize(), hyperparams_prox)
         return jax.tree.map(jnp.subtract, moved, params)
 
     def _reference_signature(self):
-        return lambda params, hyperparams_prox, *args, **kwargs: None
+        return lambda params, hyperparams_prox=None, *args, **kwargs: None
 
 
 @dataclasses.dataclass(eq=False, frozen=True)
@@ -177,7 +205,8 @@ class GradientDescent(ProximalGradient):
 
 @dataclasses.dataclass(eq=False, frozen=True)
 class ProjectedGradient(ProximalGradient):
-    """Projected gradient for ``min_{x ∈ C} f(x)``; ``run(init_params, hyperparams_proj, *args)``.
+    """Projected gradient for ``min_{x ∈ C} f(x)``; ``run(init_params, hyperparams_proj=None,
+    *args, **kwargs)`` (JAXopt's argument name; positional use works as before).
 
     ``projection(x, hyperparams_proj) -> x`` onto ``C`` (see :mod:`hyperopt.prox`).
     Implicit differentiation uses the fixed point ``x = P(x - η ∇f(x))``: it is exact
@@ -192,3 +221,15 @@ class ProjectedGradient(ProximalGradient):
 
     def _apply_prox(self, x, hyperparams_proj, eta):
         return self.projection(x, hyperparams_proj)
+
+    def init_state(self, init_params, hyperparams_proj=None, *args, **kwargs):
+        return super().init_state(init_params, hyperparams_proj, *args, **kwargs)
+
+    def update(self, params, state, hyperparams_proj=None, *args, **kwargs):
+        return super().update(params, state, hyperparams_proj, *args, **kwargs)
+
+    def optimality_fun(self, params, hyperparams_proj=None, *args, **kwargs):
+        return super().optimality_fun(params, hyperparams_proj, *args, **kwargs)
+
+    def _reference_signature(self):
+        return lambda params, hyperparams_proj=None, *args, **kwargs: None

@@ -1,151 +1,201 @@
-"""Limited-memory BFGS with a guarded, non-differentiated Armijo line search."""
+"""Limited-memory BFGS with JAXopt's options, line searches and state.
+
+The algorithm follows JAXopt 0.8.5's ``LBFGS`` (Nocedal & Wright, Algorithm 7.5; complex
+variables as in Sorber et al. 2012), so a migrating user gets the same iterates. Two
+differences, both for accurate hypergradients: ``tol`` defaults to 1e-10 in float64 (JAXopt:
+1e-3), and in unrolled mode the line search and the quasi-Newton history are treated as
+constants (JAXopt differentiates them; its unrolled derivatives can be NaN).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.flatten_util import ravel_pytree
 
-from hyperopt.linear_solve import solve_cg
-from hyperopt.solvers.base import (
-    IterativeSolver,
-    OptStep,
-    backtracking,
-    rounding_slack,
-    value_and_grad_aux,
-    value_only,
+from hyperopt.linesearch._common import (
+    NUM_EVAL_DTYPE,
+    get_real_dtype,
+    tree_add_scalar_mul,
+    tree_conj,
+    tree_l2_norm,
+    tree_scalar_mul,
+    tree_single_dtype,
+    tree_sub,
+    tree_vdot_real,
 )
-from hyperopt.tree_util import stop_gradient_inexact
+from hyperopt.solvers.base import OptStep
+from hyperopt.solvers.searching import SearchingSolver
 
-__all__ = ["LBFGS", "LbfgsState"]
+__all__ = ["LBFGS", "LbfgsState", "inv_hessian_product"]
 
 _sg = jax.lax.stop_gradient
 
 
+def _select(tree_history, i):
+    return jax.tree.map(lambda a: a[i, ...], tree_history)
+
+
+def inv_hessian_product(pytree, s_history, y_history, rho_history, gamma=1.0, start: int = 0):
+    """``H @ pytree`` for the L-BFGS inverse-Hessian approximation ``H`` (two-loop recursion).
+
+    ``s_history``/``y_history``: pytrees like ``pytree`` whose leaves have a leading axis
+    ``(history_size, ...)`` (a circular buffer whose oldest entry is ``start``);
+    ``rho_history[k] = 1 / <s[k], y[k]>`` (0 marks an empty or skipped entry); ``gamma``
+    scales the initial matrix ``gamma * I``. Nocedal & Wright, Algorithm 7.4.
+
+    Example:
+      >>> d = inv_hessian_product(-g, s_hist, y_hist, rho_hist, gamma, start=k % m)
+    """
+    history_size = rho_history.shape[0]
+    indices = (start + jnp.arange(history_size)) % history_size
+
+    def body_right(r, i):
+        alpha = rho_history[i] * tree_vdot_real(_select(s_history, i), r)
+        return tree_add_scalar_mul(r, -alpha, _select(y_history, i)), alpha
+
+    r, alpha = jax.lax.scan(body_right, pytree, indices, reverse=True)
+    r = tree_scalar_mul(gamma, r)
+
+    def body_left(r, i_alpha):
+        i, alpha = i_alpha
+        beta = rho_history[i] * tree_vdot_real(_select(y_history, i), r)
+        return tree_add_scalar_mul(r, alpha - beta, _select(s_history, i)), beta
+
+    r, _ = jax.lax.scan(body_left, r, (indices, alpha))
+    return r
+
+
+def _compute_gamma(s_history, y_history, last):
+    num = sum(tree_vdot_real(s[last], y[last]) for s, y in
+              zip(jax.tree.leaves(s_history), jax.tree.leaves(y_history), strict=True))
+    denom = sum(tree_vdot_real(y[last], y[last]) for y in jax.tree.leaves(y_history))
+    return jnp.where(denom > 0, num / jnp.where(denom > 0, denom, 1.0), 1.0)
+
+
+def _init_history(pytree, history_size):
+    return jax.tree.map(lambda leaf: jnp.zeros((history_size,) + jnp.shape(leaf),
+                                               jnp.asarray(leaf).dtype), pytree)
+
+
+def _update_history(history, new, last):
+    return jax.tree.map(lambda h, v: h.at[last].set(v), history, new)
+
+
 class LbfgsState(NamedTuple):
-    """State of :class:`LBFGS`; ``s_history``/``y_history`` hold the last ``history_size``
-    steps and gradient changes (flattened), ``rho_history`` their ``1/(yᵀs)`` (0 = empty)."""
+    """State of :class:`LBFGS` (JAXopt's fields, plus ``converged``).
+
+    ``s_history``/``y_history``: pytrees like the parameters with a leading
+    ``(history_size,)`` axis; ``rho_history``: ``(history_size,)``, ``1/<s, y>`` (0: empty);
+    ``gamma``: scale of the initial inverse Hessian; ``num_*``: evaluation counts.
+    """
 
     iter_num: jax.Array
-    error: jax.Array
-    converged: jax.Array
     value: jax.Array
     grad: Any
     stepsize: jax.Array
-    s_history: jax.Array
-    y_history: jax.Array
+    error: jax.Array
+    s_history: Any
+    y_history: Any
     rho_history: jax.Array
-    aux: Any
-
-
-def _safe_div(num, den):
-    """``num / den``, and 0 where ``den`` is not safely positive (gradient-safe too)."""
-    ok = den > 1e-30
-    return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
-
-
-def _two_loop(grad, s_hist, y_hist, rho_hist, newest):
-    """``-H grad`` by the L-BFGS two-loop recursion over a circular history."""
-    m = s_hist.shape[0]
-    order = (newest - jnp.arange(m)) % m  # newest first
-
-    def first(q, i):
-        alpha = rho_hist[i] * jnp.vdot(s_hist[i], q)
-        return q - alpha * y_hist[i], alpha
-
-    q, alphas = jax.lax.scan(first, grad, order)
-    gamma = _safe_div(jnp.vdot(s_hist[newest], y_hist[newest]),
-                      jnp.vdot(y_hist[newest], y_hist[newest]))
-    r = jnp.where(rho_hist[newest] > 0, gamma, 1.0) * q
-
-    def second(r, i_alpha):
-        i, alpha = i_alpha
-        beta = rho_hist[i] * jnp.vdot(y_hist[i], r)
-        return r + s_hist[i] * (alpha - beta), None
-
-    r, _ = jax.lax.scan(second, r, (order[::-1], alphas[::-1]))
-    return -r
+    gamma: jax.Array
+    aux: Any = None
+    failed_linesearch: Any = False
+    num_fun_eval: Any = 0
+    num_grad_eval: Any = 0
+    num_linesearch_iter: Any = 0
+    converged: Any = False
 
 
 @dataclasses.dataclass(eq=False, frozen=True)
-class LBFGS(IterativeSolver):
+class LBFGS(SearchingSolver):
     """L-BFGS for ``min_x fun(x, *args, **kwargs)``; ``run(init_params, *args, **kwargs)``.
 
-    The direction comes from the two-loop recursion over ``history_size`` pairs; the
-    step from Armijo backtracking whose inputs are ``stop_gradient``-ed, so unrolled
-    derivatives stay finite (JAXopt's zoom line search gives NaN there). Unrolled mode also
-    treats the quasi-Newton history as constant (see ``update``). Curvature pairs with
-    ``yᵀs <= 0`` are skipped and every division is guarded. Implicit differentiation uses
-    ``∇ₓ fun(x*) = 0`` (linear solve: CG by default).
+    JAXopt's constructor arguments and defaults (``tol`` excepted, see the module); the
+    line-search options (``fun``, ``value_and_grad``, ``has_aux``, ``stepsize``,
+    ``linesearch``, ``linesearch_init``, ``maxls``, ``increase_factor``, ``max_stepsize``,
+    ``min_stepsize``) are described in :class:`~hyperopt.solvers.searching.SearchingSolver`.
+
+    Attributes:
+      history_size: number of stored ``(s, y)`` pairs.
+      use_gamma: scale the initial inverse Hessian by ``<s, y>/<y, y>`` (N&W eq. 7.20).
+
+    Supports complex parameters. Implicit differentiation uses ``∇ₓ fun(x*) = 0``
+    (linear solve: CG by default).
 
     Example:
-      >>> solver = LBFGS(fun=logistic_objective, maxiter=200)
-      >>> w = solver.run(jnp.zeros(p), l2reg, X, y).params
+      >>> solver = LBFGS(fun=logistic_objective, maxiter=200, linesearch="zoom")
+      >>> w, state = solver.run(jnp.zeros(p), l2reg, X, y)
     """
 
-    default_linear_solve: ClassVar[Callable] = staticmethod(solve_cg)  # Hessian: symmetric
-
-    fun: Callable
     history_size: int = 10
-    has_aux: bool = False
-    maxls: int = 30
-    decrease_factor: float = 0.5
-    armijo: float = 1e-4
-
-    def _value_and_grad(self, params, *args, **kwargs):
-        return value_and_grad_aux(self.fun, self.has_aux, params, *args, **kwargs)
+    use_gamma: bool = True
 
     def init_state(self, init_params, *args, **kwargs) -> LbfgsState:
-        value, grad, aux = self._value_and_grad(init_params, *args, **kwargs)
-        flat, _ = ravel_pytree(init_params)
-        hist = jnp.zeros((self.history_size, flat.size), flat.dtype)
-        return LbfgsState(iter_num=jnp.asarray(0), error=jnp.linalg.norm(ravel_pytree(grad)[0]),
-                          converged=jnp.asarray(False), value=value, grad=grad,
-                          stepsize=jnp.asarray(1.0, flat.dtype), s_history=hist, y_history=hist,
-                          rho_history=jnp.zeros(self.history_size, flat.dtype), aux=aux)
+        if isinstance(init_params, OptStep):  # warm start: keep the curvature history
+            prev = init_params.state
+            kept = dict(s_history=prev.s_history, y_history=prev.y_history,
+                        rho_history=prev.rho_history, gamma=prev.gamma,
+                        iter_num=prev.iter_num, stepsize=prev.stepsize)
+            init_params = init_params.params
+            realdtype = get_real_dtype(tree_single_dtype(init_params))
+        else:
+            realdtype = get_real_dtype(tree_single_dtype(init_params))
+            kept = dict(s_history=_init_history(init_params, self.history_size),
+                        y_history=_init_history(init_params, self.history_size),
+                        rho_history=jnp.zeros(self.history_size, realdtype),
+                        gamma=jnp.asarray(1.0, realdtype), iter_num=jnp.asarray(0),
+                        stepsize=jnp.asarray(self.max_stepsize, realdtype))
+        (value, aux), grad = self._value_and_grad_with_aux(init_params, *args, **kwargs)
+        one = jnp.asarray(1, NUM_EVAL_DTYPE)
+        return LbfgsState(value=value, grad=grad, error=jnp.asarray(jnp.inf, realdtype), aux=aux,
+                          failed_linesearch=jnp.asarray(False), num_fun_eval=one,
+                          num_grad_eval=one, num_linesearch_iter=jnp.asarray(0, NUM_EVAL_DTYPE),
+                          converged=jnp.asarray(False), **kept)
 
     def update(self, params, state, *args, **kwargs) -> OptStep:
-        x, unravel = ravel_pytree(params)
-        g = ravel_pytree(state.grad)[0]
-        newest = (state.iter_num - 1) % self.history_size
-        # The quasi-Newton matrix is treated as a constant when unrolling: the fixed point's
-        # derivative does not depend on it, while differentiating it goes through 1/(yᵀs)
-        # of rounding-level pairs near convergence (20-30% errors measured) and makes
-        # reverse mode store the whole history at every step (~100x the iterate).
-        s_hist, y_hist, rho_hist = _sg((state.s_history, state.y_history, state.rho_history))
-        d = _two_loop(g, s_hist, y_hist, rho_hist, newest)
-        slope = jnp.vdot(g, d)
-        descent = slope < 0
-        d = jnp.where(descent, d, -g)  # fall back to steepest descent if not a descent
-        slope = jnp.where(descent, slope, -jnp.vdot(g, g))
-        # First iteration: a step of length 1 along -g would ignore the scale of g.
-        init_step = jnp.where(state.iter_num == 0, jnp.minimum(1.0, _safe_div(1.0, jnp.linalg.norm(g))), 1.0)
-        xs, ds, fx, slope_s = _sg((x, d, state.value, slope))
-        args_s, kwargs_s = stop_gradient_inexact((args, kwargs))
+        if isinstance(params, OptStep):
+            params = params.params
+        realdtype = state.rho_history.dtype
+        start = state.iter_num % self.history_size if self.history_size else 0
+        grad = state.grad
+        descent_direction = tree_scalar_mul(-1.0, tree_conj(grad))
+        s_history, y_history, rho_history = state.s_history, state.y_history, state.rho_history
+        if self.history_size:
+            # The quasi-Newton matrix is a constant for unrolled derivatives: the fixed
+            # point's derivative does not depend on it, while differentiating it goes
+            # through 1/<y, s> of rounding-level pairs near convergence.
+            descent_direction = inv_hessian_product(
+                descent_direction, *_sg((s_history, y_history, rho_history, state.gamma)),
+                start=start)
 
-        def accept(eta):
-            f_new = value_only(self.fun, self.has_aux, unravel(xs + eta * ds), *args_s, **kwargs_s)
-            return f_new <= fx + self.armijo * eta * slope_s + rounding_slack(fx)
+        new_stepsize, new_params, new_value, new_grad, new_aux, failed, counts = self._step(
+            params, state, descent_direction, args, kwargs)
+        num_fun_eval, num_grad_eval, num_ls_iter = counts
 
-        eta = backtracking(accept, init_step, maxls=self.maxls, decrease_factor=self.decrease_factor)
-        x_new = x + eta * d
-        value, grad, aux = self._value_and_grad(unravel(x_new), *args, **kwargs)
-        g_new = ravel_pytree(grad)[0]
-        s, y = x_new - x, g_new - g
-        i = state.iter_num % self.history_size
-        state = LbfgsState(
-            iter_num=state.iter_num + 1, error=jnp.linalg.norm(g_new), converged=state.converged,
-            value=value, grad=grad, stepsize=eta,
-            s_history=state.s_history.at[i].set(s), y_history=state.y_history.at[i].set(y),
-            rho_history=state.rho_history.at[i].set(_safe_div(1.0, jnp.vdot(y, s))), aux=aux)
-        return OptStep(unravel(x_new), state)
-
-    def optimality_fun(self, params, *args, **kwargs):
-        return self._value_and_grad(params, *args, **kwargs)[1]
-
-    def _reference_signature(self):
-        return self.fun
+        s = tree_sub(new_params, params)
+        y = tree_conj(tree_sub(new_grad, grad))
+        vdot_sy = tree_vdot_real(s, y)
+        rho = jnp.where(vdot_sy == 0, 0, 1.0 / jnp.where(vdot_sy == 0, 1.0, vdot_sy))
+        if self.history_size:
+            s_history = _update_history(s_history, s, start)
+            y_history = _update_history(y_history, y, start)
+            rho_history = _update_history(rho_history, rho, start)
+        if self.history_size and self.use_gamma:
+            gamma = _compute_gamma(s_history, y_history, start)
+        else:
+            gamma = jnp.asarray(1.0, realdtype)
+        new_state = LbfgsState(
+            iter_num=state.iter_num + 1, value=new_value, grad=new_grad,
+            stepsize=jnp.asarray(new_stepsize, realdtype),
+            error=jnp.asarray(tree_l2_norm(new_grad), realdtype), s_history=s_history,
+            y_history=y_history, rho_history=jnp.asarray(rho_history, realdtype),
+            gamma=jnp.asarray(gamma, realdtype), aux=new_aux, failed_linesearch=failed,
+            num_fun_eval=num_fun_eval, num_grad_eval=num_grad_eval,
+            num_linesearch_iter=num_ls_iter, converged=state.converged)
+        if self.verbose:
+            jax.debug.print("LBFGS iter {i}  error {e:.3e}  value {v}  stepsize {s}",
+                            i=new_state.iter_num, e=new_state.error, v=new_value, s=new_stepsize)
+        return OptStep(new_params, new_state)
