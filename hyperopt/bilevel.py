@@ -54,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hyperopt import compile_cache
+from hyperopt import compile_cache, linop
 from hyperopt.data import Dataset
 from hyperopt.folds import fold_masks, is_holdout, resolve_cv
 from hyperopt.implicit_diff import root_vjp
@@ -113,7 +113,7 @@ def make_splits(problem: Problem, data: Dataset, cv_folds: Any = 0, seed: int = 
         if not problem.supports_cv:
             raise ValueError(f"cv_folds={cv_folds}: problem {problem.name!r} has no "
                              "cross-validated outer loss; allowed: 0")
-        X = jnp.concatenate([data.X_train, data.X_val])
+        X = linop.concat_rows([data.X_train, data.X_val])  # dense or sparse
         y = jnp.concatenate([data.y_train, data.y_val])
         inner_w, outer_w = fold_masks(cv_folds, X, y, seed)
         folds = inner_w.shape[0]
@@ -465,10 +465,15 @@ def init_state(bilevel: Bilevel, data: Dataset, splits: Splits) -> OuterState:
                       best_step=-1, step_scale=1.0)
 
 
-def _refit_data(bilevel: Bilevel, data: Dataset, refit: str):
+def _refit_data(bilevel: Bilevel, data: Dataset, refit: str, splits: Splits | None = None):
+    """The refit's ``(X, y)``: train, or train ∪ val (the folds' own array when they hold
+    it, so that k-fold runs keep one copy of train ∪ val, not two)."""
     if refit == "train":
         return data.X_train, data.y_train
-    return jnp.concatenate([data.X_train, data.X_val]), jnp.concatenate([data.y_train, data.y_val])
+    if splits is not None and splits.n_folds > 1:
+        return splits.inner
+    return (linop.concat_rows([data.X_train, data.X_val]),
+            jnp.concatenate([data.y_train, data.y_val]))
 
 
 def _warm_refit(init_cold, params):
@@ -524,7 +529,7 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
                          "the returned model is refit on train ∪ val (refit='train_val')")
     state = init_state(bilevel, data, splits) if state is None else state
     dtype = data.X_train.dtype
-    X_refit, y_refit = _refit_data(bilevel, data, refit)
+    X_refit, y_refit = _refit_data(bilevel, data, refit, splits)
     refit_cold = bilevel.problem.init_params(data, n_samples=y_refit.shape[0])
     final_tol = jnp.asarray(bilevel.final_tol(dtype), dtype)
 

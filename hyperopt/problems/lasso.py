@@ -4,6 +4,8 @@ Inner: ``min_w ½ mean_w((Xw - y)²) + Σ_j λ_j |w_j| (+ ½ μ ||w||²)``, a no
 whose hypergradient goes through the proximal fixed point. Hyperparameters
 ``theta = {"l1reg": log λ}`` (and ``"l2reg": log μ`` for the elastic net). Solvers:
 :class:`~hyperopt.ProximalGradient` or :class:`~hyperopt.BlockCoordinateDescent`.
+Proximal gradient takes a sparse ``X`` (:class:`~hyperopt.linop.SparseMatrix`); block
+coordinate descent needs a dense one (its blocks are columns of ``X``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import dataclasses
 import jax.numpy as jnp
 
 from hyperopt import prox
-from hyperopt.problems.base import InnerSolver, Problem, solver_class, weighted_mean
+from hyperopt.problems.base import InnerSolver, Problem, check_dense, solver_class, weighted_mean
 from hyperopt.solvers import BlockCoordinateDescent, CompositeLinearFunction, ProximalGradient
 
 __all__ = ["Lasso"]
@@ -23,9 +25,14 @@ def least_squares(w, X, y, sw):
     return 0.5 * weighted_mean((X @ w - y) ** 2, sw)
 
 
+def _dense_design(X, y, sw):
+    check_dense(X, "lasso", "BlockCoordinateDescent (solver=block_cd)", "solver=proximal_gradient")
+    return X.T
+
+
 LEAST_SQUARES = CompositeLinearFunction(
     subfun=lambda z, X, y, sw: 0.5 * weighted_mean((z - y) ** 2, sw),
-    design=lambda X, y, sw: X.T,
+    design=_dense_design,
     subfun_lipschitz=lambda X, y, sw: jnp.max(sw) / jnp.sum(sw))
 
 
