@@ -14,8 +14,15 @@ import scipy.sparse
 from clihelpers import hyperopt_run
 from sklearn.datasets import dump_svmlight_file
 
-from hyperopt import LBFGS, BlockCoordinateDescent, GradientDescent, MirrorDescent, ProjectedGradient
-from hyperopt import ProximalGradient, linop
+from hyperopt import (
+    LBFGS,
+    BlockCoordinateDescent,
+    GradientDescent,
+    MirrorDescent,
+    ProjectedGradient,
+    ProximalGradient,
+    linop,
+)
 from hyperopt.bilevel import Bilevel, fit, make_splits
 from hyperopt.data import load_dataset
 from hyperopt.problems import Distillation, Lasso, Logistic, Ridge, RidgeCholesky, SVMDual
