@@ -128,7 +128,7 @@ def main(argv=None) -> None:
         return
     one_thread()
     print(header(sys.argv, ("hyperopt", "jax", "numpy", "scipy", "sklearn")), flush=True)
-    default_scales = "0.02,0.04,0.08" if args.quick else "0.125,0.25,0.5,1"
+    default_scales = "0.05,0.1,0.2" if args.quick else "0.125,0.25,0.5,1"
     scales = [float(s) for s in (args.scales or default_scales).split(",")]
     dense = args.dense or ("10000x1000" if args.quick else "100000x1000")
     specs = [{"kind": "sparse", "problem": pr, "scale": s} for pr in args.problems.split(",") for s in scales]
