@@ -14,8 +14,10 @@ Per row, with :class:`hyperopt.bilevel.Bilevel` (the problem's CLI solver: proxi
 gradient for the lasso, L-BFGS otherwise; outer optimizer ``lbfgs_backtracking``) at the
 problem's initial hyperparameters:
 
-* ``hypergrad s``: one implicit hypergradient (:meth:`Bilevel.implicit_hypergradient`,
-  compiled; the Hessian- or Jacobian-vector products of the linear solve) at an inner
+* ``hypergrad s``: one implicit hypergradient (``hypergrad finite`` and the linear system's
+  ``residual`` say whether it succeeded: a lasso support with collinear columns makes the
+  system singular) (:meth:`Bilevel.implicit_hypergradient`,
+  compiled; the Hessian- or Jacobian-vector products of the linear solve), at an inner
   solution solved to 1e-10; median of 3 calls;
 * ``step s``: one full outer step (:meth:`Bilevel.outer_step`: inner solve warm-started from
   that solution at tol 1e-10, hypergradient, validation metrics, optimizer update), median
@@ -97,7 +99,8 @@ def child(spec: dict) -> dict:
             times.append(time.perf_counter() - t)
         return median(times), out
 
-    hyper_s, _ = timed(hyper, theta, params, splits, tol)
+    hyper_s, (_, grad, residual) = timed(hyper, theta, params, splits, tol)
+    finite = bool(all(jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grad)))
     step_s, _ = timed(step, theta, opt_state, params, splits, tol)
     cold_s, _ = timed(step, theta, opt_state, splits.cold_params, splits, tol, repeats=1)
     before = _rss_mib()
@@ -108,7 +111,7 @@ def child(spec: dict) -> dict:
     analysis = step.memory_analysis()
     return {"n": data.n_train + data.n_val + data.n_test, "p": data.n_features, "nnz": data.nnz,
             "data MiB": data.nbytes / MIB, "load s": load_s, "hypergrad s": hyper_s, "step s": step_s,
-            "cold step s": cold_s,
+            "cold step s": cold_s, "hypergrad finite": finite, "residual": float(residual),
             "temp MiB": float(getattr(analysis, "temp_size_in_bytes", 0) or 0) / MIB,
             "RSS +step MiB": grew,
             "peak MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
@@ -146,7 +149,8 @@ def main(argv=None) -> None:
             row["step µs / M entries"] = 1e6 * row["step s"] / (row["nnz"] / 1e6)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    cols = ["problem", "storage", "n", "p", "nnz", "data MiB", "load s", "hypergrad s", "step s",
+    cols = ["problem", "storage", "n", "p", "nnz", "data MiB", "load s", "hypergrad s",
+            "hypergrad finite", "residual", "step s",
             "cold step s", "step µs / M entries", "temp MiB", "RSS +step MiB", "peak MiB"]
     print(markdown_table(rows, cols, {"nnz": ".3g"}))
     if any("status" in r for r in rows):
