@@ -11,7 +11,8 @@ Dense rows: ``make_regression`` / ``make_classification`` with ``n`` samples and
 features (ridge with L-BFGS, binary logistic regression with L-BFGS).
 
 Per row, with :class:`hyperopt.bilevel.Bilevel` (the problem's CLI solver: proximal
-gradient for the lasso, L-BFGS otherwise; outer optimizer ``lbfgs_backtracking``) at the
+gradient for the lasso, its implicit system by GMRES with a 1e-6 ridge as in
+``bench_sparse_lasso.py``; L-BFGS otherwise; outer optimizer ``lbfgs_backtracking``) at the
 problem's initial hyperparameters:
 
 * ``hypergrad s``: one implicit hypergradient (``hypergrad finite`` and the linear system's
@@ -67,6 +68,7 @@ def child(spec: dict) -> dict:
     from hyperopt import LBFGS, ProximalGradient
     from hyperopt.bilevel import Bilevel, make_splits
     from hyperopt.data import load_dataset
+    from hyperopt.linear_solve import solve_gmres
     from hyperopt.outer import lbfgs_backtracking
     from hyperopt.problems import Lasso, Logistic, Ridge
 
@@ -82,7 +84,10 @@ def child(spec: dict) -> dict:
     load_s = time.perf_counter() - t0
     problem = {"lasso": Lasso(init_l1reg=0.01), "logistic": Logistic(), "ridge": Ridge()}[spec["problem"]]
     solver = ProximalGradient if spec["problem"] == "lasso" else LBFGS
-    bilevel = Bilevel(problem, functools.partial(solver, maxiter=5000), lbfgs_backtracking())
+    options = {"maxiter": 5000}
+    if spec["problem"] == "lasso":  # as bench_sparse_lasso.LASSO_SOLVE: collinear rare columns
+        options["implicit_diff_solve"] = functools.partial(solve_gmres, ridge=1e-6)
+    bilevel = Bilevel(problem, functools.partial(solver, **options), lbfgs_backtracking())
     splits = make_splits(problem, data, 0)
     theta = problem.init_hparams(data)
     opt_state = bilevel.optimizer.init(theta)
