@@ -5,9 +5,10 @@ The library half is argmin differentiation with JAXopt's names::
     import hyperopt
     hyperopt.custom_root, hyperopt.custom_fixed_point, hyperopt.root_vjp, hyperopt.root_jvp
     hyperopt.linear_solve.solve_cg, ...
+    hyperopt.linop.SparseMatrix, hyperopt.linop.spectral_norm, ...   # sparse design matrices
 """
 
-from hyperopt import linear_solve, objective, projection, prox, tree_util
+from hyperopt import linear_solve, linop, objective, projection, prox, tree_util
 from hyperopt.implicit_diff import custom_fixed_point, custom_root, root_jvp, root_vjp
 from hyperopt.linear_solve import LinearSolveError, LinearSolveWarning
 from hyperopt.linesearch import BacktrackingLineSearch, HagerZhangLineSearch, ZoomLineSearch
@@ -51,6 +52,7 @@ __all__ = [
     "custom_fixed_point",
     "custom_root",
     "linear_solve",
+    "linop",
     "objective",
     "projection",
     "prox",

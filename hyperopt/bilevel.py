@@ -54,7 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hyperopt import compile_cache
+from hyperopt import compile_cache, linop
 from hyperopt.data import Dataset
 from hyperopt.folds import fold_masks, is_holdout, resolve_cv
 from hyperopt.implicit_diff import root_vjp
@@ -113,7 +113,7 @@ def make_splits(problem: Problem, data: Dataset, cv_folds: Any = 0, seed: int = 
         if not problem.supports_cv:
             raise ValueError(f"cv_folds={cv_folds}: problem {problem.name!r} has no "
                              "cross-validated outer loss; allowed: 0")
-        X = jnp.concatenate([data.X_train, data.X_val])
+        X = linop.concat_rows([data.X_train, data.X_val])  # dense or sparse
         y = jnp.concatenate([data.y_train, data.y_val])
         inner_w, outer_w = fold_masks(cv_folds, X, y, seed)
         folds = inner_w.shape[0]
@@ -474,7 +474,8 @@ def init_state(bilevel: Bilevel, data: Dataset, splits: Splits, theta=None) -> O
 def _refit_data(bilevel: Bilevel, data: Dataset, refit: str):
     if refit == "train":
         return data.X_train, data.y_train
-    return jnp.concatenate([data.X_train, data.X_val]), jnp.concatenate([data.y_train, data.y_val])
+    return (linop.concat_rows([data.X_train, data.X_val]),  # dense or sparse
+            jnp.concatenate([data.y_train, data.y_val]))
 
 
 def _warm_refit(init_cold, params):

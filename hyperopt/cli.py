@@ -276,6 +276,8 @@ def _summary(result: FitResult, labels: dict, bilevel: Bilevel, data) -> dict:
         "final_hparams": {k: np.asarray(v).tolist()
                           for k, v in bilevel.problem.hparams(result.state.theta).items()},
         "stop_reason": result.stop_reason,
+        "data": {"n_train": data.n_train, "n_val": data.n_val, "n_test": data.n_test,
+                 "n_features": data.n_features, "sparse": data.sparse, "nnz": data.nnz},
         "initial": result.initial or {},
         "returned": {"refit": result.refit, "hparams": result.best_hparams,
                      "val_loss": result.best_metrics.get("val_loss"), **(result.model_metrics or {})},

@@ -50,7 +50,8 @@ def fold_masks(cv, X, y, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         scikit-learn splitter (anything with ``split(X, y)`` yielding
         ``(train_indices, validation_indices)``, e.g. ``KFold``, ``StratifiedKFold``,
         ``ShuffleSplit``; samples in neither set are left out of that fold).
-      X, y: the samples of train ∪ validation, shapes ``(n, d)`` and ``(n,)``.
+      X, y: the samples of train ∪ validation, shapes ``(n, d)`` and ``(n,)``; ``X`` dense
+        or a :class:`~hyperopt.linop.SparseMatrix`.
       seed: seed of the integer assignment.
 
     Raises:
@@ -69,7 +70,9 @@ def fold_masks(cv, X, y, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         outer = fold[None, :] == np.arange(cv)[:, None]
         return (~outer).astype(np.float64), outer.astype(np.float64)
     if hasattr(cv, "split"):
-        pairs = list(cv.split(np.asarray(X), np.asarray(y)))
+        # splitters look at X only for its length (sparse X: as a host CSR matrix)
+        host_X = X.to_scipy() if hasattr(X, "to_scipy") else np.asarray(X)
+        pairs = list(cv.split(host_X, np.asarray(y)))
         if not pairs:
             raise ValueError(f"cv_splitter {cv!r} gave no splits")
         inner, outer = np.zeros((len(pairs), n)), np.zeros((len(pairs), n))

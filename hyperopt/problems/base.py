@@ -18,10 +18,12 @@ from typing import Any, ClassVar, NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
+from hyperopt import linop
 from hyperopt.data import Dataset
 from hyperopt.solvers.base import IterativeSolver
 
-__all__ = ["InnerSolver", "L2Penalized", "Problem", "SolverFactory", "feature_scale", "weighted_mean"]
+__all__ = ["InnerSolver", "L2Penalized", "Problem", "SolverFactory", "check_dense", "feature_scale",
+           "weighted_mean"]
 
 SolverFactory = Callable[..., IterativeSolver]
 
@@ -29,6 +31,23 @@ SolverFactory = Callable[..., IterativeSolver]
 def weighted_mean(values, w):
     """``Σ w_i v_i / Σ w_i`` (the plain mean when ``w`` is all ones)."""
     return jnp.sum(w * values) / jnp.sum(w)
+
+
+def check_dense(X, problem: str, solver: str, use: str) -> None:
+    """Raises a one-line ``ValueError`` when ``X`` is a :class:`~hyperopt.linop.SparseMatrix`
+    and ``solver`` needs a dense design (``use``: what takes sparse ``X`` instead). Called
+    where the solver meets the data (at trace time), so library and CLI users see the same
+    message.
+
+    Example::
+
+        >>> check_dense(X_sparse, "ridge", "RidgeCholesky", "solver=lbfgs")
+        ValueError: problem 'ridge': solver RidgeCholesky needs a dense X, got a sparse ...
+    """
+    if linop.is_sparse(X):
+        raise ValueError(f"problem {problem!r}: solver {solver} needs a dense X, got a sparse "
+                         f"{X.shape[0]}x{X.shape[1]} matrix; use {use} "
+                         "(or dataset.sparse=false for small data)")
 
 
 class InnerSolver(NamedTuple):
@@ -49,12 +68,16 @@ class Problem:
       outer_split: which split the outer loss is measured on (``"val"``; dataset
         distillation measures it on ``"train"``).
       supports_cv: whether a k-fold outer loss makes sense for this problem.
+      accepts_sparse: whether the problem takes a sparse design
+        (:class:`~hyperopt.linop.SparseMatrix`); solvers that need a dense one say so
+        (:func:`check_dense`).
     """
 
     name: ClassVar[str] = "problem"
     tasks: ClassVar[tuple[str, ...]] = ()
     outer_split: ClassVar[str] = "val"
     supports_cv: ClassVar[bool] = True
+    accepts_sparse: ClassVar[bool] = True
 
     def init_hparams(self, data: Dataset) -> Any:
         """Initial unconstrained hyperparameters."""
@@ -97,6 +120,10 @@ class Problem:
             raise ValueError(
                 f"problem {self.name!r} needs a {' or '.join(self.tasks)} dataset; "
                 f"{data.name!r} is a {data.task} dataset")
+        if data.sparse and not self.accepts_sparse:
+            raise ValueError(f"problem {self.name!r} needs dense features; {data.name!r} is "
+                             "sparse: load it with dataset.sparse=false (load_dataset(..., "
+                             "sparse=False))")
 
     def unsupported_solver(self, make_solver, allowed: tuple[type, ...]):
         cls = solver_class(make_solver)

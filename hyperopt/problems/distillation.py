@@ -56,6 +56,7 @@ class Distillation(Problem):
     tasks = ("multiclass",)
     outer_split = "train"
     supports_cv = False
+    accepts_sparse = False  # the learned images are dense
     images_per_class: int = 1
     l2reg: float = 0.1
     init: str = "random_real"

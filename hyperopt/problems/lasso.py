@@ -14,6 +14,9 @@ hypergradient on the support), :class:`~hyperopt.ProximalGradient` or
 smallest penalty whose solution is all zero; there the outer loss is flat and the
 hypergradient exactly zero. The default start is ``init_ratio · λ_max`` (0.1, data
 relative); an absolute ``init_l1reg`` at or above ``λ_max`` is refused.
+
+Proximal gradient takes a sparse ``X`` (:class:`~hyperopt.linop.SparseMatrix`); block
+coordinate descent and coordinate descent need a dense one (their blocks are columns of ``X``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hyperopt import linop, prox
-from hyperopt.problems.base import InnerSolver, Problem, solver_class, weighted_mean
+from hyperopt.problems.base import InnerSolver, Problem, check_dense, solver_class, weighted_mean
 from hyperopt.solvers import (
     BlockCoordinateDescent,
     CompositeLinearFunction,
@@ -48,13 +51,18 @@ def least_squares_centred(w, X, y, sw):
     return 0.5 * weighted_mean(_centred(X @ w - y, sw) ** 2, sw)
 
 
+def _dense_design(X, y, sw):
+    check_dense(X, "lasso", "BlockCoordinateDescent (solver=block_cd)", "solver=proximal_gradient")
+    return X.T
+
+
 def _composite(fit_intercept: bool) -> CompositeLinearFunction:
     if fit_intercept:
         subfun = lambda z, X, y, sw: 0.5 * weighted_mean(_centred(z - y, sw) ** 2, sw)
     else:
         subfun = lambda z, X, y, sw: 0.5 * weighted_mean((z - y) ** 2, sw)
     # centring is a projection in the weighted norm: it does not raise the Lipschitz constant
-    return CompositeLinearFunction(subfun=subfun, design=lambda X, y, sw: X.T,
+    return CompositeLinearFunction(subfun=subfun, design=_dense_design,
                                    subfun_lipschitz=lambda X, y, sw: jnp.max(sw) / jnp.sum(sw))
 
 

@@ -2,7 +2,9 @@
 
 Inner: ``min_{W,b} mean_w(CE(XW + b, y)) + ½ Σ_j λ_j ||W_j||²`` (intercept unpenalized;
 ``λ`` scalar or one per feature); hyperparameters ``theta = log λ``. This matches
-scikit-learn's ``LogisticRegression(C=1/(nλ))``.
+scikit-learn's ``LogisticRegression(C=1/(nλ))``. ``X`` may be sparse
+(:class:`~hyperopt.linop.SparseMatrix`): the objective, its gradient and the Hessian-vector
+products of the implicit system only use ``X @ W`` and ``X.T @ G``.
 """
 
 from __future__ import annotations

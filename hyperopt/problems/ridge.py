@@ -5,7 +5,10 @@ with ``fit_intercept`` an unpenalized intercept ``b``, profiled out: the objecti
 taken on data centred with the weights, implicitly, and ``b = ȳ - x̄ᵀw`` is the readout's,
 as scikit-learn's ``Ridge(fit_intercept=True)``); hyperparameters ``theta = log λ``.
 Solvers: :class:`~hyperopt.GradientDescent`, :class:`~hyperopt.LBFGS` or the exact
-Cholesky solve (:class:`RidgeCholesky`).
+Cholesky solve (:class:`RidgeCholesky`, dense ``X``
+only: it forms the ``p × p`` Gram matrix). The iterative solvers take a sparse ``X``
+(:class:`~hyperopt.linop.SparseMatrix`): they and the implicit system only use ``X @ v``
+and ``X.T @ u``.
 """
 
 from __future__ import annotations
@@ -15,7 +18,13 @@ from collections.abc import Callable
 
 import jax.numpy as jnp
 
-from hyperopt.problems.base import InnerSolver, L2Penalized, solver_class, weighted_mean
+from hyperopt.problems.base import (
+    InnerSolver,
+    L2Penalized,
+    check_dense,
+    solver_class,
+    weighted_mean,
+)
 from hyperopt.solvers import LBFGS, ClosedForm, GradientDescent
 
 __all__ = ["Ridge", "RidgeCholesky"]
@@ -42,6 +51,8 @@ def gradient_centred(w, l2reg, X, y, sw):
 
 
 def cholesky(l2reg, X, y, sw):
+    check_dense(X, "ridge", "RidgeCholesky (solver=cholesky)",
+                "solver=lbfgs or solver=gradient_descent")
     n_eff = jnp.sum(sw)
     H = (X.T * sw) @ X / n_eff + jnp.diag(jnp.broadcast_to(l2reg, (X.shape[1],)))
     L = jnp.linalg.cholesky(H)
