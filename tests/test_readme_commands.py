@@ -57,7 +57,7 @@ NOT_RUN_HERE = {
     "python3 -m venv .venv": "CI makes its own virtual environment",
     ". .venv/bin/activate": "CI activates its own virtual environment",
     "pip install -e .": "CI installs the project, with the test extras",
-    "pip install -e '.[dev,joblib,compat,submitit,ray]'": "CI runs the README's test line (checked below)",
+    "pip install -e '.[dev,joblib,compat,submitit,ray,optuna]'": "CI runs the README's test line (checked below)",
     "pytest -q -n auto": "the test suite itself: CI runs the README's test line (checked below)",
     # cluster commands: tests/test_cluster_sweeps.py runs the same sweeps through submitit_local
     # and through the Ray launcher on a local Ray head started by the test
