@@ -25,6 +25,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 from hyperopt.linear_solve import relative_residual, solve_auto
 from hyperopt.tree_util import partition_static
@@ -40,7 +41,23 @@ LinearSolve = Callable[..., Any]
 
 
 def _linear_solve(matvec, b, solve, symmetric=False):
-    """``A⁻¹ b`` through ``custom_linear_solve`` so that it is differentiable and transposable."""
+    """``A⁻¹ b`` through ``custom_linear_solve`` so that it is differentiable and transposable.
+
+    A pytree ``b`` of several leaves is solved as one flat vector: when some leaf of ``b``
+    does not depend on the tangents (a structurally zero block of ``∂₂F · dθ``, e.g. the
+    intercept of a logistic model under an L2 penalty on the weights), JAX cannot transpose
+    ``custom_linear_solve`` with a constant operand; the concatenation is linear as a whole.
+    """
+    if len(jax.tree_util.tree_leaves(b)) > 1:
+        flat, unravel = ravel_pytree(b)
+        flat_matvec = lambda v: ravel_pytree(matvec(unravel(v)))[0]
+        x = jax.lax.custom_linear_solve(
+            flat_matvec, flat, solve=lambda mv, v: ravel_pytree(solve(
+                lambda u: unravel(mv(ravel_pytree(u)[0])), unravel(v)))[0],
+            transpose_solve=lambda vm, v: ravel_pytree(solve(
+                lambda u: unravel(vm(ravel_pytree(u)[0])), unravel(v)))[0],
+            symmetric=symmetric)
+        return unravel(x)
     return jax.lax.custom_linear_solve(
         matvec, b, solve=lambda mv, v: solve(mv, v), transpose_solve=lambda vm, v: solve(vm, v),
         symmetric=symmetric)

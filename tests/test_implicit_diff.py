@@ -285,3 +285,26 @@ def test_nonlinear_logistic_against_finite_differences(data, solve):
     _, dw = jax.jit(lambda X, V: jax.jvp(lambda X_: solver(w0, lam, X_, y), (X,), (V,)))(X, V)
     fd = (_logistic_newton(w0, lam, X + h * V, y) - _logistic_newton(w0, lam, X - h * V, y)) / (2 * h)
     assert rel_err(dw, fd) < 1e-7
+
+
+def test_grad_through_a_pytree_solution_with_a_structurally_zero_block():
+    """∂₂F·dθ is identically zero on the intercept ``b`` (the L2 penalty is on ``W`` only):
+    JAX cannot transpose ``custom_linear_solve`` with such a constant block unless the
+    solve sees one flat vector. The gradient matches a float64 central difference."""
+    X = jax.random.normal(jax.random.PRNGKey(0), (20, 3))
+    y = (X[:, 0] > 0).astype(jnp.float64)
+
+    def f(p, lam):
+        z = X @ p["W"] + p["b"]
+        return jnp.mean(jnp.logaddexp(0, z) - y * z) + 0.5 * lam * jnp.sum(p["W"] ** 2)
+
+    solver = hyperopt.LBFGS(fun=f, tol=1e-12, maxiter=500)
+
+    def outer(lam):
+        p = solver.run({"W": jnp.zeros(3), "b": jnp.zeros(())}, lam).params
+        return jnp.sum(p["W"]) + 0.0 * p["b"]
+
+    eps = 1e-5
+    fd = (outer(0.1 + eps) - outer(0.1 - eps)) / (2 * eps)
+    assert jnp.allclose(jax.grad(outer)(0.1), fd, rtol=1e-6)
+    assert jnp.allclose(jax.jacfwd(outer)(0.1), fd, rtol=1e-6)
