@@ -12,15 +12,24 @@ from hyperopt.implicit_diff import custom_fixed_point, custom_root, root_jvp, ro
 from hyperopt.linear_solve import LinearSolveError, LinearSolveWarning
 from hyperopt.solvers import (
     LBFGS,
+    AndersonAcceleration,
+    Bisection,
     BlockCoordinateDescent,
     ClosedForm,
     CompositeLinearFunction,
+    FixedPointIteration,
     GradientDescent,
     IterativeSolver,
     MirrorDescent,
+    OptaxSolver,
     OptStep,
     ProjectedGradient,
     ProximalGradient,
+    ScipyBoundedLeastSquares,
+    ScipyBoundedMinimize,
+    ScipyLeastSquares,
+    ScipyMinimize,
+    ScipyRootFinding,
 )
 
 __version__ = "0.1.0"
@@ -36,6 +45,16 @@ __all__ = [
     "OptStep",
     "ProjectedGradient",
     "ProximalGradient",
+    # fixed points, root finding, optax and scipy (issue #10)
+    "AndersonAcceleration",
+    "Bisection",
+    "FixedPointIteration",
+    "OptaxSolver",
+    "ScipyBoundedLeastSquares",
+    "ScipyBoundedMinimize",
+    "ScipyLeastSquares",
+    "ScipyMinimize",
+    "ScipyRootFinding",
     "LinearSolveError",
     "LinearSolveWarning",
     "custom_fixed_point",
