@@ -95,7 +95,7 @@ class AndersonAcceleration(IterativeSolver):
         if not (isinstance(self.mixing_frequency, int) and self.mixing_frequency >= 1):
             raise ValueError(f"mixing_frequency={self.mixing_frequency!r}; allowed: an integer >= 1")
 
-    def _fun(self, params, *args, **kwargs):
+    def _fun(self, params, /, *args, **kwargs):
         return fixed_point_with_aux(self.fixed_point_fun, self.has_aux)(params, *args, **kwargs)
 
     def init_state(self, init_params, *args, **kwargs) -> AndersonState:

@@ -73,7 +73,7 @@ class Bisection(IterativeSolver):
     check_bracket: bool = True
     has_aux: bool = False
 
-    def _fun(self, x, *args, **kwargs):
+    def _fun(self, x, /, *args, **kwargs):
         out = self.optimality_fun(x, *args, **kwargs)
         return out if self.has_aux else (out, None)
 

@@ -32,7 +32,8 @@ class FixedPointState(NamedTuple):
 
 def fixed_point_with_aux(fun: Callable, has_aux: bool) -> Callable:
     """``fun`` as a function returning ``(T(x), aux)`` (``aux`` None unless ``has_aux``)."""
-    return fun if has_aux else (lambda x, *a, **k: (fun(x, *a, **k), None))
+    # positional-only: a keyword argument of fun may be called x
+    return fun if has_aux else (lambda x, /, *a, **k: (fun(x, *a, **k), None))
 
 
 def zeros_like_aux(fun_with_aux: Callable, params, *args, **kwargs):
@@ -74,7 +75,7 @@ class FixedPointIteration(IterativeSolver):
     maxiter: int = dataclasses.field(default=100, kw_only=True)  # JAXopt's default
     has_aux: bool = False
 
-    def _fun(self, params, *args, **kwargs):
+    def _fun(self, params, /, *args, **kwargs):
         return fixed_point_with_aux(self.fixed_point_fun, self.has_aux)(params, *args, **kwargs)
 
     def init_state(self, init_params, *args, **kwargs) -> FixedPointState:

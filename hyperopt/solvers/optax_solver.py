@@ -45,13 +45,13 @@ def make_value_and_grad_with_aux(fun: Callable, value_and_grad: bool | Callable,
     ``aux`` is None unless ``has_aux``.
     """
     if value_and_grad is False:
-        with_aux = fun if has_aux else (lambda p, *a, **k: (fun(p, *a, **k), None))
+        with_aux = fun if has_aux else (lambda p, /, *a, **k: (fun(p, *a, **k), None))
         return jax.value_and_grad(with_aux, has_aux=True)
     user = fun if value_and_grad is True else value_and_grad
     if has_aux:
         return user
 
-    def add_aux(params, *args, **kwargs):
+    def add_aux(params, /, *args, **kwargs):
         value, grad = user(params, *args, **kwargs)
         return (value, None), grad
     return add_aux
@@ -99,7 +99,7 @@ class OptaxSolver(IterativeSolver):
     def _value_and_grad_fun(self) -> Callable:
         return make_value_and_grad_with_aux(self.fun, self.value_and_grad, self.has_aux)
 
-    def _value_with_aux(self, params, *args, **kwargs):
+    def _value_with_aux(self, params, /, *args, **kwargs):
         if self.value_and_grad is True:  # fun returns the gradient too
             return self._value_and_grad_fun(params, *args, **kwargs)[0]
         out = self.fun(params, *args, **kwargs)

@@ -296,6 +296,9 @@ class ScipyBoundedMinimize(ScipyMinimize):
       >>> w = solver.run(w0, (-jnp.ones(p), jnp.ones(p)), (X, y)).params
     """
 
+    # the box fixed point's Jacobian is not symmetric: not CG
+    default_linear_solve = staticmethod(IterativeSolver.default_linear_solve)
+
     def optimality_fun(self, params, bounds, *args, **kwargs):
         grad = self._value_and_grad_fun(params, *args, **kwargs)[1]
         if bounds is None:
@@ -340,7 +343,7 @@ class ScipyRootFinding(_ScipySolver):
     options: dict | None = None
     use_jacrev: bool = True
 
-    def _value(self, params, *args, **kwargs):
+    def _value(self, params, /, *args, **kwargs):
         out = self.optimality_fun(params, *args, **kwargs)
         return out[0] if self.has_aux else out
 
@@ -423,7 +426,7 @@ class ScipyLeastSquares(_ScipySolver):
     def _options(self) -> dict:
         return {**_LS_DEFAULT_OPTIONS, **(self.options or {})}
 
-    def _residuals(self, params, *args, **kwargs):
+    def _residuals(self, params, /, *args, **kwargs):
         out = self.fun(params, *args, **kwargs)
         return out[0] if self.has_aux else out
 
@@ -486,6 +489,9 @@ class ScipyBoundedLeastSquares(ScipyLeastSquares):
       >>> lsq = ScipyBoundedLeastSquares(fun=residuals, loss="soft_l1")
       >>> w = lsq.run(w0, (lower, upper), x, y).params
     """
+
+    # the box fixed point's Jacobian is not symmetric: not CG
+    default_linear_solve = staticmethod(IterativeSolver.default_linear_solve)
 
     def optimality_fun(self, params, bounds, *args, **kwargs):
         grad = jax.grad(self._cost)(params, *args, **kwargs)
