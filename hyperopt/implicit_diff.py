@@ -88,7 +88,15 @@ def root_jvp(optimality_fun: Callable, sol, args: tuple, tangents: tuple,
     _, rhs = jax.jvp(lambda *a: optimality_fun(sol, *a), tuple(args), tuple(tangents))
     rhs = jax.tree.map(jnp.negative, rhs)
     matvec = lambda u: jax.jvp(lambda x: optimality_fun(x, *args), (sol,), (u,))[1]
-    dx = _linear_solve(matvec, rhs, solve)
+    if len(jax.tree.leaves(rhs)) > 1:
+        # One flat right-hand side: a leaf that does not depend on the tangents (an
+        # intercept that λ does not move) is a constant zero, and reverse mode cannot
+        # transpose a custom_linear_solve whose right-hand side is partly constant.
+        flat_rhs, unravel = ravel_pytree(rhs)
+        flat_matvec = lambda u: ravel_pytree(matvec(unravel(u)))[0]
+        dx = unravel(_linear_solve(flat_matvec, flat_rhs, solve))
+    else:
+        dx = _linear_solve(matvec, rhs, solve)
     if return_residual:
         return dx, relative_residual(matvec, rhs, dx)
     return dx
@@ -154,15 +162,50 @@ def _check_call(signature: inspect.Signature, args, kwargs, name: str) -> None:
                         f"{signature} of {name}: {e}") from None
 
 
-def _implicit_solve(solver_fun, optimality_fun, solve, has_aux, init_params, args, kwargs):
+def _signature_or_none(fun) -> inspect.Signature | None:
+    try:
+        return inspect.signature(fun)
+    except (TypeError, ValueError):
+        return None
+
+
+def _binds(signature: inspect.Signature, args, kwargs) -> bool:
+    try:
+        signature.bind(None, *args, **kwargs)
+    except TypeError:
+        return False
+    return True
+
+
+def _optimality_call_split(reference: inspect.Signature, own: inspect.Signature | None,
+                           args, kwargs) -> tuple[tuple, dict]:
+    """How the optimality function is called: the arguments bound to the reference
+    signature and passed positionally as far as it allows (JAXopt's rule: a
+    ``fixed_point_fun`` written ``lambda x, *args`` with the reference signature
+    ``(x, lam, X, y)`` works when the solver is called as ``solver(x0, lam=lam, X=X,
+    y=y)``), unless the function's own signature does not take that split (e.g.
+    ``optimality(x, **kw)``), which then gets the caller's split unchanged."""
+    bound = reference.bind(None, *args, **kwargs)
+    split = bound.args[1:], bound.kwargs
+    if own is None or _binds(own, *split):
+        return split
+    return args, kwargs
+
+
+def _implicit_solve(solver_fun, optimality_fun, solve, has_aux, init_params, args, kwargs,
+                    signature=None):
     dyn, _, rebuild = partition_static((args, kwargs))
 
     def solver_call(init, dyn):
         a, k = rebuild(dyn)
         return solver_fun(init, *a, **k)
 
+    own_signature = _signature_or_none(optimality_fun)
+
     def optimality_call(x, dyn):
         a, k = rebuild(dyn)
+        if signature is not None:
+            a, k = _optimality_call_split(signature, own_signature, a, k)
         return optimality_fun(x, *a, **k)
 
     # Hoist arrays closed over by the solver or the optimality function into explicit
@@ -215,7 +258,11 @@ def custom_root(optimality_fun: Callable, has_aux: bool = False,
         ambiguous (e.g. ``**kwargs``). Defaults to ``optimality_fun``.
 
     Python ``int``/``bool``/``str`` arguments are treated as static; arrays and floats
-    are differentiable.
+    are differentiable. The solver is called with the arguments as given; the
+    optimality function with the arguments bound to the reference signature, passed
+    positionally wherever that signature allows (as in JAXopt: keyword arguments of
+    the call reach a ``lambda x, *args`` optimality function in signature order), or
+    as given when its own signature does not accept that (``optimality(x, **kw)``).
 
     Example:
       >>> def F(w, lam, X, y):                       # gradient of the ridge objective
@@ -234,7 +281,7 @@ def custom_root(optimality_fun: Callable, has_aux: bool = False,
         def wrapped(init_params, *args, **kwargs):
             _check_call(signature, args, kwargs, name)
             return _implicit_solve(solver_fun, optimality_fun, solve, has_aux,
-                                   init_params, args, kwargs)
+                                   init_params, args, kwargs, signature)
         return wrapped
 
     return decorator
@@ -253,6 +300,7 @@ def custom_fixed_point(fixed_point_fun: Callable, has_aux: bool = False,
       >>> T = lambda w, lam, X, y: w - 0.1 * (X.T @ (X @ w - y) / len(y) + lam * w)
       >>> solver = custom_fixed_point(T)(my_iteration)
     """
+    @functools.wraps(fixed_point_fun)  # carries its signature: see custom_root on arguments
     def optimality_fun(x, *args, **kwargs):
         return jax.tree.map(jnp.subtract, fixed_point_fun(x, *args, **kwargs), x)
 

@@ -115,6 +115,20 @@ def test_custom_fixed_point(data):
     assert rel_err(J, ridge_jacobian_exact(LAM, X, y)) < 1e-10
 
 
+def test_custom_fixed_point_binds_keywords_through_its_signature(data):
+    """JAXopt's pattern: ``T = lambda x, *args`` carrying a named signature (functools.wraps),
+    the solver called with keywords in any order: T must receive them positionally."""
+    X, y = data
+    grad_fun = jax.grad(lambda w, lam, X, y: 0.5 * jnp.mean((X @ w - y) ** 2)
+                        + 0.5 * lam * jnp.sum(w ** 2))
+    T = functools.wraps(grad_fun)(lambda w, *args: w - grad_fun(w, *args))
+    solver = hyperopt.custom_fixed_point(T)(ridge_closed_form)
+    J = jax.jacrev(lambda lam: solver(None, y=y, lam=lam, X=X))(LAM)
+    assert rel_err(J, ridge_jacobian_exact(LAM, X, y)) < 1e-10
+    J_jit = jax.jit(jax.jacrev(lambda lam: solver(None, X=X, y=y, lam=lam)))(LAM)
+    assert rel_err(J_jit, ridge_jacobian_exact(LAM, X, y)) < 1e-10
+
+
 def test_has_aux_passes_aux_through(data):
     X, y = data
 

@@ -146,6 +146,15 @@ class IterativeSolver:
         """Zero at a solution; its Jacobian defines the implicit linear system."""
         raise NotImplementedError
 
+    def l2_optimality_error(self, params, *args, **kwargs) -> jax.Array:
+        """Euclidean norm of :meth:`optimality_fun` at ``params`` (JAXopt's name)."""
+        return tree_norm(self._implicit_optimality()(params, *args, **kwargs))
+
+    def _implicit_optimality(self) -> Callable:
+        """The function whose root ``run`` differentiates (``optimality_fun`` unless a
+        solver's user-given ``optimality_fun`` field returns ``(value, aux)``)."""
+        return self.optimality_fun
+
     @property
     def linear_solve(self) -> Callable:
         """The linear solver of the implicit system (``implicit_diff_solve`` or the default)."""
@@ -171,7 +180,7 @@ class IterativeSolver:
     def _differentiable_run(self) -> Callable:
         run = self._run_iterations
         if self.implicit_diff:  # the one place where implicit vs unrolled is decided
-            run = custom_root(self.optimality_fun, has_aux=True, solve=self.linear_solve,
+            run = custom_root(self._implicit_optimality(), has_aux=True, solve=self.linear_solve,
                               reference_signature=self._reference_signature())(run)
         return run
 
