@@ -519,6 +519,8 @@ def run(cfg: DictConfig) -> float:
             out_dir = out_dir / f"process{jax.process_index()}"
     _enable_compile_cache(cfg)  # before the first compilation of the process
     data, bilevel, labels = build(cfg)
+    # refuse a bad start (e.g. a lasso penalty at or above λ_max) before anything is written
+    bilevel.problem.init_hparams(data)
 
     with _lock_output(out_dir):
         state = _resume_state(cfg, out_dir)
