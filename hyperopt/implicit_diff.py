@@ -88,15 +88,7 @@ def root_jvp(optimality_fun: Callable, sol, args: tuple, tangents: tuple,
     _, rhs = jax.jvp(lambda *a: optimality_fun(sol, *a), tuple(args), tuple(tangents))
     rhs = jax.tree.map(jnp.negative, rhs)
     matvec = lambda u: jax.jvp(lambda x: optimality_fun(x, *args), (sol,), (u,))[1]
-    if len(jax.tree.leaves(rhs)) > 1:
-        # One flat right-hand side: a leaf that does not depend on the tangents (an
-        # intercept that λ does not move) is a constant zero, and reverse mode cannot
-        # transpose a custom_linear_solve whose right-hand side is partly constant.
-        flat_rhs, unravel = ravel_pytree(rhs)
-        flat_matvec = lambda u: ravel_pytree(matvec(unravel(u)))[0]
-        dx = unravel(_linear_solve(flat_matvec, flat_rhs, solve))
-    else:
-        dx = _linear_solve(matvec, rhs, solve)
+    dx = _linear_solve(matvec, rhs, solve)  # several leaves: one flat system (see there)
     if return_residual:
         return dx, relative_residual(matvec, rhs, dx)
     return dx
