@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 # The projections hyperopt.prox exported before hyperopt.projection existed (same objects).
 from hyperopt.projection import (  # noqa: E402,F401
+    _like,
     projection_box,
     projection_l2_ball,
     projection_non_negative,
@@ -47,21 +48,6 @@ __all__ = [
     "prox_none",
     "prox_ridge",
 ]
-
-
-def _like(hyperparam, x, default: float = 1.0):
-    """A hyperparameter as a pytree with the structure of ``x`` (broadcast if it is one value)."""
-    if hyperparam is None:
-        hyperparam = default
-    x_def = jax.tree.structure(x)
-    hp_def = jax.tree.structure(hyperparam)
-    if hp_def == x_def:
-        return hyperparam
-    if jax.tree_util.treedef_is_leaf(hp_def):
-        return jax.tree.map(lambda _: hyperparam, x)
-    raise ValueError(
-        f"hyperparameter must be one value or a pytree like x; got structure {hp_def} "
-        f"for x with structure {x_def}")
 
 
 def _soft_threshold(x, threshold):

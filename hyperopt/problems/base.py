@@ -22,8 +22,8 @@ from hyperopt import linop
 from hyperopt.data import Dataset
 from hyperopt.solvers.base import IterativeSolver
 
-__all__ = ["InnerSolver", "L2Penalized", "Problem", "SolverFactory", "check_dense", "feature_scale",
-           "weighted_mean"]
+__all__ = ["InnerSolver", "InterceptReadout", "L2Penalized", "Problem", "SolverFactory", "check_dense",
+           "feature_scale", "weighted_mean"]
 
 SolverFactory = Callable[..., IterativeSolver]
 
@@ -61,6 +61,23 @@ class InnerSolver(NamedTuple):
 
 
 @dataclasses.dataclass(frozen=True)
+class InterceptReadout:
+    """The readout of a linear regression with an optional intercept (``fit_intercept``):
+    ``w``, or ``{"coef": w, "intercept": b}`` (shared by :class:`Ridge` and :class:`Lasso`)."""
+
+    def readout(self, params, theta, X, y, w):
+        """``w``, or ``{"coef": w, "intercept": b}`` with ``b = mean_s(y - Xw)``."""
+        if not self.fit_intercept:
+            return params
+        return {"coef": params, "intercept": weighted_mean(y - X @ params, w)}
+
+    @staticmethod
+    def _predict(model, X):
+        if isinstance(model, dict):
+            return X @ model["coef"] + model["intercept"]
+        return X @ model
+
+
 class Problem:
     """Base of all problems. Subclasses set ``name``/``task`` and implement the methods.
 

@@ -27,7 +27,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from hyperopt import linop, prox
-from hyperopt.problems.base import InnerSolver, Problem, check_dense, solver_class, weighted_mean
+from hyperopt.problems.base import (
+    InnerSolver,
+    InterceptReadout,
+    Problem,
+    check_dense,
+    solver_class,
+    weighted_mean,
+)
 from hyperopt.solvers import (
     BlockCoordinateDescent,
     CompositeLinearFunction,
@@ -87,7 +94,7 @@ def lambda_max(X, y, sample_weight=None, fit_intercept: bool = True) -> np.ndarr
 
 
 @dataclasses.dataclass(frozen=True)
-class Lasso(Problem):
+class Lasso(InterceptReadout, Problem):
     """Lasso (``elastic_net=False``) or elastic net; ``per_feature`` for a weighted lasso.
 
     Attributes:
@@ -172,17 +179,6 @@ class Lasso(Problem):
                                                         BlockCoordinateDescent))
         return InnerSolver(solver, lambda theta, X, y, w: (self._prox_hparams(theta), X, y, w))
 
-    def readout(self, params, theta, X, y, w):
-        """``w``, or ``{"coef": w, "intercept": b}`` with ``b = mean_s(y - Xw)``."""
-        if not self.fit_intercept:
-            return params
-        return {"coef": params, "intercept": weighted_mean(y - X @ params, w)}
-
-    @staticmethod
-    def _predict(model, X):
-        if isinstance(model, dict):
-            return X @ model["coef"] + model["intercept"]
-        return X @ model
 
     def outer_loss(self, params, theta, X, y, w):
         return weighted_mean((self._predict(params, X) - y) ** 2, w)

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from hyperopt.problems.base import (
     InnerSolver,
+    InterceptReadout,
     L2Penalized,
     check_dense,
     solver_class,
@@ -74,7 +75,7 @@ class RidgeCholesky(ClosedForm):
 
 
 @dataclasses.dataclass(frozen=True)
-class Ridge(L2Penalized):
+class Ridge(InterceptReadout, L2Penalized):
     """Ridge regression with a scalar or per-feature (``per_feature=True``) penalty.
 
     Example:
@@ -107,17 +108,6 @@ class Ridge(L2Penalized):
             solver = make_solver(fun=objective_centred if self.fit_intercept else objective)
         return InnerSolver(solver, lambda theta, X, y, w: (jnp.exp(theta), X, y, w))
 
-    def readout(self, params, theta, X, y, w):
-        """``w``, or ``{"coef": w, "intercept": b}`` with ``b = mean_s(y - Xw)``."""
-        if not self.fit_intercept:
-            return params
-        return {"coef": params, "intercept": weighted_mean(y - X @ params, w)}
-
-    @staticmethod
-    def _predict(model, X):
-        if isinstance(model, dict):
-            return X @ model["coef"] + model["intercept"]
-        return X @ model
 
     def outer_loss(self, params, theta, X, y, w):
         return weighted_mean((self._predict(params, X) - y) ** 2, w)
