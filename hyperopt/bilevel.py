@@ -42,8 +42,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import inspect
 import math
+import re
 import time
 import warnings
 from collections.abc import Callable
@@ -113,21 +115,36 @@ def make_splits(problem: Problem, data: Dataset, cv_folds: Any = 0, seed: int = 
         if not problem.supports_cv:
             raise ValueError(f"cv_folds={cv_folds}: problem {problem.name!r} has no "
                              "cross-validated outer loss; allowed: 0")
-        X = linop.concat_rows([data.X_train, data.X_val])  # dense or sparse
-        y = jnp.concatenate([data.y_train, data.y_val])
+        X, y = _train_val(data)
         inner_w, outer_w = fold_masks(cv_folds, X, y, seed)
         folds = inner_w.shape[0]
-        return Splits((X, y), (X, y), jnp.asarray(inner_w, dtype), jnp.asarray(outer_w, dtype),
-                      _per_fold(problem, data, len(y), folds))
+        return Splits((X, y), (X, y), _device(inner_w, dtype), _device(outer_w, dtype),
+                      _per_fold(problem, data, y.shape[0], folds))
     outer = (data.X_train, data.y_train) if problem.outer_split == "train" else (data.X_val, data.y_val)
     return Splits((data.X_train, data.y_train), outer,
-                  jnp.ones((1, data.n_train), dtype), jnp.ones((1, outer[1].shape[0]), dtype),
+                  _device(np.ones((1, data.n_train)), dtype), _device(np.ones((1, outer[1].shape[0])), dtype),
                   _per_fold(problem, data, data.n_train, 1), val=(data.X_val, data.y_val))
+
+
+# The set-up of a run works on host arrays and moves them with ``jax.device_put``: an eager
+# ``jnp`` operation compiles a small XLA program per shape in every new process (10-25 ms
+# each, most of a warm run's set-up).
+def _device(x, dtype=None):
+    return jax.device_put(np.asarray(x, dtype))
+
+
+def _train_val(data: Dataset):
+    """Train ∪ val (dense or sparse), on the device."""
+    if linop.is_sparse(data.X_train):
+        X = linop.concat_rows([data.X_train, data.X_val])
+    else:
+        X = _device(np.concatenate([np.asarray(data.X_train), np.asarray(data.X_val)]))
+    return X, _device(np.concatenate([np.asarray(data.y_train), np.asarray(data.y_val)]))
 
 
 def _per_fold(problem: Problem, data: Dataset, n_samples: int, folds: int):
     params = problem.init_params(data, n_samples=n_samples)
-    return jax.tree.map(lambda p: jnp.broadcast_to(p, (folds, *p.shape)), params)
+    return jax.tree.map(lambda p: _device(np.broadcast_to(np.asarray(p), (folds, *p.shape))), params)
 
 
 class StopRule(NamedTuple):
@@ -282,12 +299,12 @@ class Bilevel:
             # slightly inexact hypergradient but the derivative of a truncated iteration,
             # often of the wrong sign (measured on the SVM dual): unrolled mode always
             # solves to the final tolerance.
-            return jnp.asarray(final, dtype)
+            return _device(final, dtype)
         if self.inner_tol == "auto":
             initial, decay = AUTO_INNER_TOL
         else:
             initial, _, decay = self.inner_tol
-        return jnp.asarray(max(final, initial * decay ** step), dtype)
+        return _device(max(final, initial * decay ** step), dtype)
 
     def penalty(self, theta):
         if not self.hparam_penalty:
@@ -411,7 +428,10 @@ class FitResult(NamedTuple):
     ``{"W", "b"}`` for logistic, primal ``W`` for the SVM), refit at ``best_hparams`` on
     the split named by ``refit``; ``model_metrics`` its test metrics; ``initial`` the
     validation loss at the initial hyperparameters and the test metrics of the model
-    refit there (what tuning is compared with).
+    refit there (what tuning is compared with; both at the first step's inner tolerance).
+    ``compile``: seconds tracing (``trace_s``) and compiling or reading each program
+    (``step_s``, ``refit_s``), JAX's cache counts, ``programs_loaded`` (the programs were
+    read whole: see ``program_key``) and ``from_cache``.
     """
 
     state: OuterState
@@ -463,10 +483,13 @@ def _finite(tree) -> bool:
     return all(bool(np.all(np.isfinite(np.asarray(leaf)))) for leaf in jax.tree.leaves(tree))
 
 
-def init_state(bilevel: Bilevel, data: Dataset, splits: Splits, theta=None) -> OuterState:
-    """The outer state before the first step, at ``theta`` (default: the problem's start)."""
+def init_state(bilevel: Bilevel, data: Dataset, splits: Splits, theta=None,
+               opt_init: Callable | None = None) -> OuterState:
+    """The outer state before the first step, at ``theta`` (default: the problem's start);
+    ``opt_init`` replaces ``bilevel.optimizer.init`` (e.g. by a compiled one)."""
     theta = bilevel.problem.init_hparams(data) if theta is None else theta
-    return OuterState(step=0, theta=theta, opt_state=bilevel.optimizer.init(theta),
+    opt_init = bilevel.optimizer.init if opt_init is None else opt_init
+    return OuterState(step=0, theta=theta, opt_state=opt_init(theta),
                       inner_params=splits.cold_params, best_theta=theta, best_loss=math.inf,
                       best_step=-1, step_scale=1.0)
 
@@ -474,15 +497,14 @@ def init_state(bilevel: Bilevel, data: Dataset, splits: Splits, theta=None) -> O
 def _refit_data(bilevel: Bilevel, data: Dataset, refit: str):
     if refit == "train":
         return data.X_train, data.y_train
-    return (linop.concat_rows([data.X_train, data.X_val]),  # dense or sparse
-            jnp.concatenate([data.y_train, data.y_val]))
+    return _train_val(data)
 
 
 def _warm_refit(init_cold, params):
     """The mean of the folds' inner solutions, when it has the refit's shapes (else cold)."""
     if params is None:
         return init_cold
-    mean = jax.tree.map(lambda p: jnp.mean(p, axis=0), params)
+    mean = jax.tree.map(lambda p: _device(np.mean(np.asarray(p), axis=0)), params)
     same = jax.tree.structure(mean) == jax.tree.structure(init_cold) and all(
         a.shape == b.shape for a, b in zip(jax.tree.leaves(mean), jax.tree.leaves(init_cold), strict=True))
     return mean if same else init_cold
@@ -624,7 +646,7 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
         divergence_factor: float = 10.0, zero_hypergrad_steps: int = 3,
         seed: int = 0, population: int = 1, population_range=(0.01, 100.0), shard_data: bool = False,
         callback: Callable[[OuterState, dict], None] | None = None,
-        should_stop: Callable[[], bool] | None = None) -> FitResult:
+        should_stop: Callable[[], bool] | None = None, program_key: str | None = None) -> FitResult:
     """Runs the outer loop for at most ``steps`` steps, then refits the returned model.
 
     Args:
@@ -661,6 +683,13 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
         for a population with ``(member_states, record)`` where ``record`` is the row of
         the step's best member plus every member's losses (:func:`population_record`).
       should_stop: polled after every step (e.g. set by a SIGINT handler).
+      program_key: with the persistent cache on (:func:`hyperopt.compile_cache.enable`),
+        store the compiled step and refit programs whole and read them back in a later
+        run whose key, problem, solver, hyperopt and JAX versions and arguments (data
+        included) are the same: no tracing, no compiling. The key must describe what the
+        programs close over beyond the :class:`Bilevel`'s problem and solver — above all the
+        outer optimizer's settings (``hyperopt-run`` passes its composed config). ``None``:
+        only XLA's cache (the programs are traced every run).
 
     Returns:
       A :class:`FitResult`: the history (one dict per step), the best hyperparameters
@@ -678,10 +707,26 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
         raise ValueError("refit='train' needs a hold-out outer loss (cv_folds=0); with k folds "
                          "the returned model is refit on train ∪ val (refit='train_val')")
     size = population
+    # the stored programs (compile_cache.compile_program) are keyed by this and their arguments
+    key = None
+    if program_key is not None and not shard_data:
+        key = f"{program_key}\n{_describe(bilevel)}\nsize={size}"
+
+    compiled = {}
+
+    def program(name, fn, *args):
+        """``fn`` compiled once per run (and stored), rather than run eagerly op by op."""
+        if name not in compiled:
+            compiled[name] = compile_cache.compile_program(name, jax.jit(fn), args, key)[0]
+        return compiled[name](*args)
+
+    opt_init = functools.partial(program, "init", bilevel.optimizer.init)
+    hparams_of = functools.partial(program, "hparams", bilevel.problem.hparams)
+
     if state is None:
         inits = pop.member_inits(bilevel.problem, data, size, population_range) if size > 1 else None
-        members = ([init_state(bilevel, data, splits)] if inits is None else
-                   [init_state(bilevel, data, splits, theta) for theta in inits])
+        members = ([init_state(bilevel, data, splits, opt_init=opt_init)] if inits is None else
+                   [init_state(bilevel, data, splits, theta, opt_init) for theta in inits])
     else:
         members = [state] if isinstance(state, OuterState) else list(state)
         if len(members) != size:
@@ -702,13 +747,13 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
         if members[0].step == 0 and state is None:  # fresh starts: inner starts for the padded splits
             members = [m._replace(inner_params=splits.cold_params) for m in members]
     refit_cold = bilevel.problem.init_params(data, n_samples=y_refit.shape[0])
-    final_tol = jnp.asarray(bilevel.final_tol(dtype), dtype)
+    final_tol = _device(bilevel.final_tol(dtype), dtype)
 
     # Two compiled programs per run, both before the loop: the outer step (vmapped over the
     # members of a population), and the refit with its test metrics (run at the end).
     # Tolerance and step scale are traced.
     tols = [bilevel.tol_at(m.step, dtype, m.tight) for m in members]
-    scales = [jnp.asarray(m.step_scale, dtype) for m in members]
+    scales = [_device(m.step_scale, dtype) for m in members]
     if size == 1:
         step_fn = jax.jit(bilevel.outer_step)
         step_args = lambda ms, tols, scales: (ms[0].theta, ms[0].opt_state, ms[0].inner_params, splits,
@@ -717,23 +762,24 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
         step_fn = jax.jit(jax.vmap(bilevel.outer_step, in_axes=(0, 0, 0, None, 0, 0)))
         step_args = lambda ms, tols, scales: (
             *pop.stack([(m.theta, m.opt_state, m.inner_params) for m in ms]), splits,
-            jnp.stack(tols), jnp.stack(scales))
+            _device(np.stack(tols)), _device(np.stack(scales)))
     with compile_cache.CompileWatch() as watch:
         t0 = time.perf_counter()
-        step_l = step_fn.lower(*step_args(members, tols, scales))
-        refit_l = jax.jit(bilevel.refit_model).lower(members[0].theta, refit_cold, X_refit, y_refit,
-                                                     data.X_test, data.y_test, final_tol, refit_w)
-        t1 = time.perf_counter()
-        step_c = step_l.compile()
-        t2 = time.perf_counter()
-        refit_c = refit_l.compile()
-        t3 = time.perf_counter()
-    compile_time = t3 - t0
-    # trace_s: tracing and lowering to StableHLO (paid by every run); step_s/refit_s: XLA's
-    # compilation of each program, or reading it from the persistent cache
-    compile_info = {"trace_s": t1 - t0, "step_s": t2 - t1, "refit_s": t3 - t2,
+        step_c, step_info = compile_cache.compile_program(
+            "step", step_fn, step_args(members, tols, scales), key)
+        refit_c, refit_info = compile_cache.compile_program(
+            "refit", jax.jit(bilevel.refit_model),
+            (members[0].theta, refit_cold, X_refit, y_refit, data.X_test, data.y_test, final_tol, refit_w),
+            key)
+        compile_time = time.perf_counter() - t0
+    # trace_s: tracing and lowering to StableHLO (none when the programs were read whole);
+    # step_s/refit_s: XLA's compilation of each program, or reading it from the cache
+    loaded = step_info["loaded"] and refit_info["loaded"]
+    compile_info = {"trace_s": step_info["trace_s"] + refit_info["trace_s"],
+                    "step_s": step_info["compile_s"], "refit_s": refit_info["compile_s"],
                     "cache_dir": str(compile_cache.enabled_dir() or "") or None,
-                    "cache": watch.as_dict(), "from_cache": watch.from_cache}
+                    "cache": watch.as_dict(), "programs_loaded": loaded,
+                    "from_cache": loaded or watch.from_cache}
     compiled_temp_mb = _temp_mb(step_c)
     messages: list[str] = []
 
@@ -742,12 +788,12 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
             messages.append(f"{category.__name__}: {message}")
             warnings.warn(message, category, stacklevel=4)
 
-    def refit_at(theta, params):
+    def refit_at(theta, params, tol=final_tol):
         return refit_c(theta, _warm_refit(refit_cold, params), X_refit, y_refit,
-                       data.X_test, data.y_test, final_tol, refit_w)
+                       data.X_test, data.y_test, tol, refit_w)
 
-    def test_metrics(theta, params):
-        return {k: float(v) for k, v in refit_at(theta, params)[2].items()}
+    def test_metrics(theta, params, tol=final_tol):
+        return {k: float(v) for k, v in refit_at(theta, params, tol)[2].items()}
 
     loop = _Loop(bilevel, splits, dtype, final_tol, stop, eval_every, patience, min_delta,
                  max_rejections, divergence_factor, zero_hypergrad_steps, test_metrics, warn_once)
@@ -763,7 +809,7 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
         if not active:
             break
         tols = [bilevel.tol_at(m.step, dtype, m.tight) for m in members]
-        scales = [jnp.asarray(m.step_scale, dtype) for m in members]
+        scales = [_device(m.step_scale, dtype) for m in members]
         t = time.perf_counter()
         out = jax.block_until_ready(step_c(*step_args(members, tols, scales)))
         outs = [out] if size == 1 else pop.unstack(out, size)
@@ -808,21 +854,24 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
     if state.best_step >= 0:
         model, _, metrics = refit_at(state.best_theta, state.best_params)
         model, model_metrics = jax.device_get(model), {k: float(v) for k, v in metrics.items()}
-        initial = {"hparams": _hparams_list(bilevel, theta0),
-                   "val_loss": state.initial_val_loss, **test_metrics(theta0, first_params[best])}
+        initial = {"hparams": _hparams_list(hparams_of, theta0),
+                   "val_loss": state.initial_val_loss,
+                   # the starting point's model, at the first step's inner tolerance (as its
+                   # val_loss): a figure for the logs, not worth a tight solve
+                   **test_metrics(theta0, first_params[best], bilevel.tol_at(0, dtype))}
     best_metrics = dict(state.best_metrics or {})
     best_metrics.update(model_metrics or {})
     final_metrics = history[-1] if history else {}
     population_info = None
     if size > 1:
         population_info = [
-            {"member": i, "initial_hparams": _hparams_list(bilevel, _initial_theta(
+            {"member": i, "initial_hparams": _hparams_list(hparams_of, _initial_theta(
                 bilevel, data, size, population_range, i)),
-             "best_hparams": _hparams_list(bilevel, m.best_theta), "best_loss": m.best_loss,
+             "best_hparams": _hparams_list(hparams_of, m.best_theta), "best_loss": m.best_loss,
              "best_step": m.best_step, "steps": m.step,
              "status": (statuses[i] or ("completed", ""))[0]}
             for i, m in enumerate(members)]
-    return FitResult(state, history, _hparams_list(bilevel, state.best_theta), final_metrics, best_metrics,
+    return FitResult(state, history, _hparams_list(hparams_of, state.best_theta), final_metrics, best_metrics,
                      status, compile_time, time.perf_counter() - start + compile_time, compiled_temp_mb,
                      stop_reason=stop_reason, model=model, model_metrics=model_metrics,
                      initial=initial, refit=refit, warnings=tuple(messages), compile=compile_info,
@@ -830,8 +879,8 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
                      best_member=best if size > 1 else None, devices=devices)
 
 
-def _hparams_list(bilevel: Bilevel, theta) -> dict:
-    return {k: np.asarray(v).tolist() for k, v in bilevel.problem.hparams(theta).items()}
+def _hparams_list(hparams_of: Callable, theta) -> dict:
+    return {k: np.asarray(v).tolist() for k, v in hparams_of(theta).items()}
 
 
 def _initial_theta(bilevel: Bilevel, data: Dataset, size: int, population_range, member: int):
@@ -859,6 +908,28 @@ def population_record(step: int, records: dict[int, dict], members, statuses) ->
         row[f"member_{key}"] = per(key)
     row["member_active"] = [s is None for s in statuses]
     return row
+
+
+def _describe(obj) -> str:
+    """A description of ``obj`` that is the same in every process (no memory addresses):
+    dataclass fields, partials, functions by module and name, arrays by value."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        fields = ", ".join(f"{f.name}={_describe(getattr(obj, f.name))}"
+                           for f in dataclasses.fields(obj) if f.name != "optimizer")
+        return f"{type(obj).__module__}.{type(obj).__qualname__}({fields})"
+    if isinstance(obj, functools.partial):
+        return (f"partial({_describe(obj.func)}, {', '.join(map(_describe, obj.args))}, "
+                f"{', '.join(f'{k}={_describe(v)}' for k, v in sorted(obj.keywords.items()))})")
+    if isinstance(obj, (list, tuple)):
+        return f"{type(obj).__name__}({', '.join(map(_describe, obj))})"
+    if isinstance(obj, dict):
+        return "{" + ", ".join(f"{_describe(k)}: {_describe(v)}" for k, v in obj.items()) + "}"
+    if isinstance(obj, (np.ndarray, jax.Array)):
+        a = np.asarray(obj)
+        return f"array({a.dtype}, {a.shape}, {hashlib.blake2b(a.tobytes(), digest_size=8).hexdigest()})"
+    if callable(obj) and hasattr(obj, "__qualname__"):
+        return f"{getattr(obj, '__module__', '')}.{obj.__qualname__}"
+    return re.sub(r" at 0x[0-9a-f]+", "", repr(obj))
 
 
 def _temp_mb(executable) -> float:

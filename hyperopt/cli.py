@@ -357,7 +357,19 @@ def fit_options(cfg: DictConfig) -> dict:
             "stop": _stop_rule(cfg), "refit": cfg.refit, "eval_every": cfg.eval_every,
             "population": cfg.get("population", 1),
             "population_range": tuple(cfg.get("population_range", (0.01, 100.0))),
-            "shard_data": cfg.get("shard_data", False)}
+            "shard_data": cfg.get("shard_data", False), "program_key": program_key(cfg)}
+
+
+# Settings that never change a compiled program (where the run logs, when it checkpoints).
+_NOT_IN_PROGRAMS = ("hydra", "logger", "checkpoint_every", "resume", "debug", "compile_cache", "steps",
+                    "patience", "min_delta", "stop", "eval_every", "distributed")
+
+
+def program_key(cfg: DictConfig) -> str:
+    """What :func:`~hyperopt.bilevel.fit` keys its stored programs by: the composed config
+    without the settings that only steer the host-side loop or the logging."""
+    keep = {k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k not in _NOT_IN_PROGRAMS}
+    return OmegaConf.to_yaml(OmegaConf.create(keep))
 
 
 def _optimize(cfg: DictConfig, bilevel: Bilevel, data, state, **hooks) -> FitResult:

@@ -26,13 +26,16 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import threading
+import time
 from pathlib import Path
 
 import jax
 
-__all__ = ["CompileWatch", "default_dir", "disable", "enable", "enabled_dir"]
+__all__ = ["CompileWatch", "compile_program", "default_dir", "disable", "enable", "enabled_dir", "program_path"]
 
 # A bound on the disk the cache may use; JAX evicts least recently used entries beyond it
 # (eviction needs the ``filelock`` package, which also serializes concurrent sweep jobs'
@@ -173,3 +176,117 @@ def _reset_jax_decision() -> None:
     reset = getattr(compilation_cache, "reset_cache", None)
     if reset is not None:
         reset()
+
+
+# -- whole compiled programs: no tracing on a warm run -------------------------------------
+#
+# The persistent cache above skips XLA's compilation, but every process still traces and
+# lowers its programs (0.5-1.5 s for an outer step through a working-set solver), which is
+# most of a warm run. A program stored whole (``jax.experimental.serialize_executable``)
+# skips that too. It is keyed by everything that can change what was traced: the caller's
+# key (the parts of a problem that are not arguments, e.g. the outer optimizer's settings),
+# hyperopt's source, the JAX version and backend, the arguments' structure, shapes and
+# dtypes, and the ``jax_enable_x64`` and ``XLA_FLAGS`` settings. Not the arguments' values:
+# the data are arguments, never constants of the programs (tests/test_compile_cache.py
+# checks that a program stored for one dataset gives, on another of the same shapes, what
+# a fresh compilation gives), so the jobs of a sweep over seeds or folds share the entries.
+#
+# Only programs that XLA compiled in this process are stored: an executable that JAX read
+# from its own cache cannot be serialized again on the CPU backend (the copy fails at run
+# time with "Function wrapped_... not found"); such a run keeps JAX's cache hit.
+
+PROGRAMS_SUBDIR = "hyperopt-programs"
+MAX_PROGRAMS_BYTES = 512 * 2**20
+
+
+@functools.lru_cache(maxsize=1)
+def _code_hash() -> str:
+    h = hashlib.blake2b(digest_size=16)
+    root = Path(__file__).resolve().parent
+    for path in sorted(root.rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _environment() -> str:
+    import jaxlib
+
+    backend = jax.devices()[0].client
+    return repr((jax.__version__, jaxlib.__version__, backend.platform, backend.platform_version,
+                 tuple(d.device_kind for d in jax.devices()), bool(jax.config.jax_enable_x64),
+                 os.environ.get("XLA_FLAGS", ""), _code_hash()))
+
+
+def _args_hash(args) -> str:
+    """Structure, shapes, dtypes, weak types and shardings of ``args`` (not their values)."""
+    leaves, treedef = jax.tree_util.tree_flatten(args)
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str(treedef).encode())
+    for leaf in leaves:
+        aval = jax.typeof(leaf)
+        h.update(f"{aval.str_short(short_dtypes=True)}{aval.weak_type}|".encode())
+        h.update(str(getattr(leaf, "sharding", "")).encode())
+    return h.hexdigest()
+
+
+def program_path(name: str, key: str, args) -> Path | None:
+    """Where the program ``name`` compiled for ``args`` under ``key`` is stored (``None``
+    when the persistent cache is off)."""
+    folder = enabled_dir()
+    if folder is None:
+        return None
+    digest = hashlib.blake2b(f"{key}\n{_environment()}".encode(), digest_size=16)
+    digest.update(_args_hash(args).encode())
+    return folder / PROGRAMS_SUBDIR / f"{name}-{digest.hexdigest()}.jaxexe"
+
+
+def compile_program(name: str, fn, args, key: str | None):
+    """``fn`` (a ``jax.jit`` function) lowered and compiled for ``args``, or read whole from
+    the cache folder when the same program was stored there before.
+
+    ``key`` must determine everything ``fn`` closes over (what is not an argument);
+    ``None`` disables the stored programs (only XLA's cache is used). Returns
+    ``(compiled, info)``: ``info["loaded"]`` tells whether the program was read back,
+    ``trace_s`` and ``compile_s`` time tracing and XLA (or the read).
+    """
+    import pickle
+
+    from jax.experimental import serialize_executable
+
+    path = program_path(name, key, args) if key is not None else None
+    if path is not None and path.exists():
+        t0 = time.perf_counter()
+        try:
+            payload, in_tree, out_tree = pickle.loads(path.read_bytes())
+            compiled = serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
+            os.utime(path)  # recently used: kept by the eviction below
+            return compiled, {"loaded": True, "trace_s": 0.0, "compile_s": time.perf_counter() - t0}
+        except Exception:  # a truncated or foreign file: compile again, overwrite it
+            pass
+    t0 = time.perf_counter()
+    lowered = fn.lower(*args)
+    t1 = time.perf_counter()
+    with CompileWatch() as watch:
+        compiled = lowered.compile()
+    info = {"loaded": False, "trace_s": t1 - t0, "compile_s": time.perf_counter() - t1}
+    if path is not None and watch.hits == 0:
+        try:
+            blob = pickle.dumps(serialize_executable.serialize(compiled))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_bytes(blob)
+            tmp.replace(path)  # atomic: concurrent sweep jobs never read half a file
+            _evict(path.parent)
+        except Exception:  # not serializable (e.g. host callbacks) or disk full: run anyway
+            pass
+    return compiled, info
+
+
+def _evict(folder: Path) -> None:
+    files = sorted(folder.glob("*.jaxexe"), key=lambda p: p.stat().st_mtime, reverse=True)
+    total = 0
+    for path in files:
+        total += path.stat().st_size
+        if total > MAX_PROGRAMS_BYTES:
+            path.unlink(missing_ok=True)

@@ -39,13 +39,19 @@ def _rel(a, b):
     return np.max(np.abs(np.asarray(a) - np.asarray(b))) / np.max(np.abs(np.asarray(b)))
 
 
+# ws_caps=(8, 38): working sets and supports gathered into 8, 38 or all P columns (the
+# lax.switch branches that large p takes); the default caps exceed P here (one branch).
+CAPS = pytest.mark.parametrize("caps", [(128, 1024), (8, 38)], ids=["caps_default", "caps_8_38"])
+
+
+@CAPS
 @pytest.mark.parametrize("fit_intercept", [False, True])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_lasso_matches_sklearn(data, fit_intercept, weighted):
+def test_lasso_matches_sklearn(data, fit_intercept, weighted, caps):
     X, y, sw = data
     sw = sw if weighted else None
     lam = 0.05 * _lam_max(X, y, sw, fit_intercept)
-    cd = CoordinateDescent(fit_intercept=fit_intercept, tol=1e-14, maxiter=500)
+    cd = CoordinateDescent(fit_intercept=fit_intercept, tol=1e-14, maxiter=500, ws_caps=caps)
     out = cd.run(jnp.zeros(P), lam, X, y, sw)
     sk = Lasso(alpha=lam, fit_intercept=fit_intercept, tol=1e-14, max_iter=100_000).fit(X, y, sample_weight=sw)
     assert 3 < np.count_nonzero(sk.coef_) < P  # sparse, not trivial
@@ -138,8 +144,9 @@ def _full_system_vjp(w, hyper, X, y, sw, g, fit_intercept, elastic):
     return root_vjp(fixed_point, w, (hyper, X, y, sw), g, solve=solve_lu)
 
 
+@CAPS
 @pytest.mark.parametrize("case", ["lasso", "lasso_intercept", "per_feature", "elastic_net"])
-def test_support_hypergradient_equals_full_system(data, case):
+def test_support_hypergradient_equals_full_system(data, case, caps):
     X, y, sw = (jnp.asarray(a) for a in data)
     fit_intercept = case == "lasso_intercept"
     lam = 0.05 * _lam_max(*data, fit_intercept)
@@ -149,10 +156,12 @@ def test_support_hypergradient_equals_full_system(data, case):
         hyper = (jnp.asarray(lam), jnp.asarray(0.1))
     else:
         hyper = jnp.asarray(lam)
-    cd = CoordinateDescent(fit_intercept=fit_intercept, tol=1e-14, maxiter=500)
+    cd = CoordinateDescent(fit_intercept=fit_intercept, tol=1e-14, maxiter=500, ws_caps=caps)
     w = cd.run(jnp.zeros(P), hyper, X, y, sw).params
     support = np.flatnonzero(np.asarray(w))
     assert 3 < support.size < P
+    if caps == (8, 38):
+        assert support.size <= 38  # a gathered branch (8 or 38 columns), not the full one
     g = jnp.asarray(np.random.default_rng(3).normal(size=P))
     restricted = root_vjp(cd.optimality_fun, w, (hyper, X, y, sw), g)  # default: CG on the support
     full = _full_system_vjp(w, hyper, X, y, sw, g, fit_intercept, case == "elastic_net")

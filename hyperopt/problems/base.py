@@ -15,6 +15,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -185,7 +186,8 @@ class L2Penalized(Problem):
 
     def init_hparams(self, data: Dataset):
         shape = (data.n_features,) if self.per_feature else ()
-        return jnp.asarray(np.full(shape, np.log(self.initial_l2reg(data))), data.X_train.dtype)
+        # device_put of a host array: no XLA program to compile at the start of a run
+        return jax.device_put(np.full(shape, np.log(self.initial_l2reg(data)), data.X_train.dtype))
 
     def hparams(self, theta):
         return {"l2reg": jnp.exp(theta)}

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -143,16 +144,17 @@ class Lasso(InterceptReadout, Problem):
                 f"null to start at init_ratio={self.init_ratio:g} x lambda_max)")
         else:
             l1 = self.init_l1reg
-        theta = {"l1reg": jnp.asarray(np.full(shape, np.log(l1)), dtype)}
+        # device_put of host arrays: no XLA program to compile at the start of a run
+        theta = {"l1reg": jax.device_put(np.full(shape, np.log(l1), dtype))}
         if self.elastic_net:
-            theta["l2reg"] = jnp.asarray(np.log(self.init_l2reg), dtype)
+            theta["l2reg"] = jax.device_put(np.asarray(np.log(self.init_l2reg), dtype))
         return theta
 
     def hparams(self, theta):
         return {k: jnp.exp(v) for k, v in theta.items()}
 
     def init_params(self, data, n_samples: int | None = None):
-        return jnp.zeros(data.n_features, data.X_train.dtype)
+        return jax.device_put(np.zeros(data.n_features, data.X_train.dtype))
 
     def _prox_hparams(self, theta):
         hp = self.hparams(theta)

@@ -13,6 +13,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from hyperopt.problems.base import InnerSolver, L2Penalized, solver_class, weighted_mean
 from hyperopt.solvers import LBFGS, GradientDescent
@@ -58,7 +59,7 @@ class Logistic(L2Penalized):
     def init_params(self, data, n_samples: int | None = None):
         k = 1 if data.task == "binary" else data.n_classes
         dtype = data.X_train.dtype
-        return {"W": jnp.zeros((data.n_features, k), dtype), "b": jnp.zeros(k, dtype)}
+        return jax.device_put({"W": np.zeros((data.n_features, k), dtype), "b": np.zeros(k, dtype)})
 
     def inner_solver(self, make_solver):
         if not issubclass(solver_class(make_solver), (GradientDescent, LBFGS)):

@@ -16,7 +16,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from hyperopt.problems.base import (
     InnerSolver,
@@ -91,7 +93,7 @@ class Ridge(InterceptReadout, L2Penalized):
     fit_intercept: bool = False
 
     def init_params(self, data, n_samples: int | None = None):
-        return jnp.zeros(data.n_features, data.X_train.dtype)
+        return jax.device_put(np.zeros(data.n_features, data.X_train.dtype))
 
     def inner_solver(self, make_solver):
         cls = solver_class(make_solver)

@@ -80,6 +80,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from hyperopt import linop, prox
 from hyperopt.problems.base import InnerSolver, Problem, check_dense, solver_class, weighted_mean
@@ -201,7 +202,7 @@ class SVMDual(Problem):
     init_l2reg: float = 10.0
 
     def init_hparams(self, data):
-        return jnp.asarray(jnp.log(self.init_l2reg), data.X_train.dtype)
+        return jax.device_put(np.asarray(np.log(self.init_l2reg), data.X_train.dtype))
 
     def hparams(self, theta):
         return {"l2reg": jnp.exp(theta)}
@@ -211,7 +212,7 @@ class SVMDual(Problem):
         training sample, or ``n_samples`` rows (e.g. train ∪ val for cross-validation)."""
         k = data.n_classes
         n = data.n_train if n_samples is None else n_samples
-        return jnp.full((n, k), 1.0 / k, data.X_train.dtype)
+        return jax.device_put(np.full((n, k), 1.0 / k, data.X_train.dtype))
 
     def inner_solver(self, make_solver):
         cls = solver_class(make_solver)

@@ -135,6 +135,8 @@ class CoordinateDescent(IterativeSolver):
       max_reps: epochs on a working set between two tests of that rule: ``p // size``, at
         most ``max_reps`` (a full correlation ``Xᵀr`` costs about as much as an epoch over
         all ``p`` coordinates, so small working sets run several epochs per test).
+      ws_caps: the working set's epochs run on its columns gathered into the smallest of
+        these sizes (or ``p``) that holds it: small loop carries, fast updates.
 
     Example:
       >>> w = CoordinateDescent(tol=1e-8).run(jnp.zeros(p), 0.1, X, y).params
@@ -149,6 +151,7 @@ class CoordinateDescent(IterativeSolver):
     ws_ratio: float = 0.1
     gap_ratio: float = 1e-2
     max_reps: int = 16
+    ws_caps: tuple = (128, 1024)
 
     def __post_init__(self):
         super().__post_init__()
@@ -223,16 +226,45 @@ class CoordinateDescent(IterativeSolver):
 
     def _epochs(self, w, r, order, size, target, d: _Data, XT):
         """Epochs over ``order[:size]``, ``p // size`` at a time (as much work as the
-        correlations that judge them), until an epoch decreases by at most ``target``."""
+        correlations that judge them), until an epoch decreases by at most ``target``.
+
+        The epochs run on the working set's own arrays — its centred columns, weights and
+        penalties gathered into the smallest of ``ws_caps + (p,)`` rows that holds it
+        (one ``lax.switch`` branch per capacity) — and the weights are scattered back at
+        the end: a loop that carries all ``p`` weights pays for them at every coordinate
+        update (measured: 7 µs per update at p = 7129 against 0.6-1 µs at 128)."""
+        p = w.shape[0]
+        caps = tuple(sorted({c for c in self.ws_caps if c < p})) + (p,)
+        reps = jnp.clip(p // size, 1, self.max_reps)
+
+        def restricted(cap):
+            def solve(w, r):
+                idx = order[:cap]
+                Xs = XT[idx] - d.xbar[idx][:, None]  # (cap, n): centred columns
+                Xw = Xs * (d.sw / d.n)[None, :]
+                curv = d.col[idx] + d.l2[idx]
+                ws, r, epochs = self._ws_epochs(w[idx], r, Xs, Xw, d.col[idx], curv, d.l1[idx],
+                                                size, reps, target)
+                return w.at[idx].set(ws), r, epochs
+            return solve
+
+        branch = jnp.searchsorted(jnp.asarray(caps, jnp.int32), size)  # the first cap >= size
+        w, _, epochs = jax.lax.switch(branch, [restricted(c) for c in caps], w, r)
+        return w, epochs
+
+    def _ws_epochs(self, w, r, Xs, Xw, col, curv, l1, size, reps, target):
+        """Cyclic epochs over the first ``size`` of the gathered coordinates."""
+        def body(k, c):
+            w, r, dec = c
+            old = w[k]
+            z = jnp.dot(Xw[k], r) + col[k] * old
+            new = jnp.where(curv[k] > 0, _soft(z, l1[k]) / jnp.where(curv[k] > 0, curv[k], 1.0), 0.0)
+            delta = new - old
+            return w.at[k].set(new), r - delta * Xs[k], dec + curv[k] * delta ** 2
+
         def epoch(_, c):
-            def body(k, c):
-                w, r, dec = c
-                w, r, step = self._coordinate(order[k], w, r, XT, d)
-                return w, r, dec + step
             w, r, _ = c
             return jax.lax.fori_loop(0, size, body, (w, r, jnp.zeros((), w.dtype)))
-
-        reps = jnp.clip(w.shape[0] // size, 1, self.max_reps)
 
         def chunk(carry):
             w, r, epochs, _ = carry
@@ -245,7 +277,7 @@ class CoordinateDescent(IterativeSolver):
 
         init = (w, r, jnp.zeros((), jnp.int32), jnp.asarray(jnp.inf, w.dtype))
         w, r, epochs, _ = jax.lax.while_loop(cond, chunk, init)
-        return w, epochs
+        return w, r, epochs
 
     def _step(self, w, state: CDState, d: _Data, XT, tol):
         p = w.shape[0]
@@ -299,9 +331,36 @@ class CoordinateDescent(IterativeSolver):
         solution; its Jacobian is ``blockdiag(X_Sᵀ W X_S / n + diag(μ_S), I)``."""
         d = self._data(hyperparams, X, y, sample_weight)
         support = params != 0
-        w_s = jnp.where(support, params, 0.0)
-        grad = -self._corr(w_s, self._residual(w_s, d), d)
-        return jnp.where(support, grad + d.l1 * jnp.sign(params), params)
+        p = params.shape[0]
+
+        def full(params):
+            w_s = jnp.where(support, params, 0.0)
+            grad = -self._corr(w_s, self._residual(w_s, d), d)
+            return jnp.where(support, grad + d.l1 * jnp.sign(params), params)
+
+        if linop.is_sparse(X):
+            return full(params)
+
+        # Dense X: the support's columns gathered into the smallest of ws_caps that holds
+        # them, so that each product of the implicit system's matrix (one per conjugate
+        # gradient iteration) costs n x cap, not n x p. Exact: the gradient on S needs only X_S.
+        def restricted(cap):
+            def f(params):
+                idx = jnp.argsort(~support, stable=True)[:cap]  # the support first
+                inside = support[idx]
+                w = jnp.where(inside, params[idx], 0.0)
+                Xc = X[:, idx] - d.xbar[idx]  # (n, cap): centred columns
+                r = d.yc - Xc @ w
+                grad = -(Xc.T @ (d.sw * r)) / d.n + d.l2[idx] * w
+                return params.at[idx].set(jnp.where(inside, grad + d.l1[idx] * jnp.sign(params[idx]),
+                                                    params[idx]))
+            return f
+
+        caps = tuple(sorted({c for c in self.ws_caps if c < p}))
+        if not caps:
+            return full(params)
+        branch = jnp.searchsorted(jnp.asarray(caps + (p,), jnp.int32), jnp.sum(support))
+        return jax.lax.switch(branch, [restricted(c) for c in caps] + [full], params)
 
     def intercept(self, params, X, y, sample_weight=None):
         """The intercept ``b = ȳ - x̄ᵀw`` (weighted means; 0 without ``fit_intercept``);
