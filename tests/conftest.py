@@ -19,14 +19,6 @@ jax.config.update("jax_enable_x64", True)
 # and not yet fixed (see the stop-17 closing note). Marked non-strict xfail here, in one place,
 # so that they stay visible and run (an xpass shows when one is fixed); they are not skips.
 KNOWN_REGRESSIONS = {
-    "tests/test_problems.py::test_lasso_matches_sklearn[False-proximal_gradient]":
-        "ProximalGradient with JAXopt's sufficient-decrease line search stops 3e-7 (rel) from sklearn",
-    "tests/test_problems.py::test_hypergradient_implicit_unrolled_fd[lasso_pg]":
-        "lasso PG hypergradient 2.8e-6 from FD after the line-search change (was < 1e-6)",
-    "tests/test_problems.py::test_hypergradient_implicit_unrolled_fd[elastic_net_pg]":
-        "elastic-net PG hypergradient 1.3e-3 from FD after the prox_elastic_net / line-search merges",
-    "tests/test_coordinate_descent.py::test_support_hypergradient_equals_full_system[elastic_net]":
-        "the full-system (proximal fixed point) elastic-net reference changed with prox_elastic_net",
     "tests/test_jaxopt_compat_solvers.py::test_eager_loop_runs_python_and_keeps_implicit_diff[GradientDescent]":
         "jit=False: GradientDescent's backtracking is still a staged lax.while_loop (fun is traced there)",
     "tests/test_population.py::test_population_of_4_equals_4_separate_runs[lbfgs]":

@@ -133,9 +133,18 @@ def _smooth(w, X, y, sw, fit_intercept):
 
 
 def _full_system_vjp(w, hyper, X, y, sw, g, fit_intercept, elastic):
-    """The same vjp through the full proximal fixed point w = prox(w - η∇f(w)) (p×p, dense LU)."""
+    """The same vjp through the full proximal fixed point w = prox(w - η∇f(w)) (p×p, dense LU).
+
+    CD's ``(λ, μ)`` penalize ``λ|w| + ½ μ w²``; prox_elastic_net's ``(a, b)`` penalize
+    ``a (|w| + ½ b w²)`` (JAXopt's definition): the same objective is ``(λ, μ / λ)``, and the
+    vjp is taken with respect to CD's ``(λ, μ)``."""
     eta = 1.0 / np.linalg.norm(np.sqrt(sw)[:, None] * X, 2) ** 2 * np.sum(sw)
-    prox_fn = prox.prox_elastic_net if elastic else prox.prox_lasso
+
+    def prox_fn(x, hyper, eta):
+        if not elastic:
+            return prox.prox_lasso(x, hyper, eta)
+        lam, mu = hyper
+        return prox.prox_elastic_net(x, (lam, mu / lam), eta)
 
     def fixed_point(w, hyper, X, y, sw):
         grad = jax.grad(_smooth)(w, X, y, sw, fit_intercept)

@@ -90,9 +90,16 @@ def test_lasso_matches_sklearn(diabetes, make_solver, per_feature):
     assert 0 < np.sum(ref.coef_ == 0) or per_feature
 
 
-def test_elastic_net_matches_sklearn(diabetes):
+@pytest.mark.parametrize("make_solver", [
+    functools.partial(hyperopt.ProximalGradient, tol=1e-12),
+    functools.partial(hyperopt.BlockCoordinateDescent, tol=1e-12, maxiter=20_000),
+    # takes (λ, μ) itself where the prox-based solvers take prox_elastic_net's (λ, μ / λ)
+    functools.partial(hyperopt.CoordinateDescent, tol=1e-14),
+], ids=["proximal_gradient", "bcd", "coordinate_descent"])
+def test_elastic_net_matches_sklearn(diabetes, make_solver):
+    """The same objective ½ mean((Xw - y)²) + l1 ||w||₁ + ½ l2 ||w||² whichever the solver."""
     l1, l2 = 0.02, 0.1
-    w = _run(Lasso(elastic_net=True), functools.partial(hyperopt.ProximalGradient, tol=1e-12),
+    w = _run(Lasso(elastic_net=True, fit_intercept=False), make_solver,
              diabetes, {"l1reg": jnp.log(l1), "l2reg": jnp.log(l2)})
     # sklearn: alpha * (r ||w||_1 + (1 - r)/2 ||w||²) => alpha r = l1, alpha (1 - r) = l2
     alpha = l1 + l2
@@ -117,6 +124,8 @@ CASES = {
                   "diabetes", {"l1reg": np.log(0.03)}),
     "elastic_net_pg": (Lasso(elastic_net=True), functools.partial(hyperopt.ProximalGradient, tol=1e-12,
                        maxiter=2000), "diabetes", {"l1reg": np.log(0.03), "l2reg": np.log(0.1)}),
+    "elastic_net_cd": (Lasso(elastic_net=True), functools.partial(hyperopt.CoordinateDescent, tol=1e-14),
+                       "diabetes", {"l1reg": np.log(0.03), "l2reg": np.log(0.1)}),
 }
 
 

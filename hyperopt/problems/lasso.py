@@ -156,20 +156,29 @@ class Lasso(InterceptReadout, Problem):
     def init_params(self, data, n_samples: int | None = None):
         return jax.device_put(np.zeros(data.n_features, data.X_train.dtype))
 
-    def _prox_hparams(self, theta):
+    def _penalties(self, theta):
+        """``λ`` (lasso) or ``(λ, μ)`` of the penalty ``λ|w| + ½ μ w²``: CoordinateDescent's
+        hyperparameters."""
         hp = self.hparams(theta)
         if not self.elastic_net:
             return hp["l1reg"]
-        # prox_elastic_net(x, (a, b)) penalizes a (|w| + ½ b w²) (JAXopt's definition):
-        # λ|w| + ½ μ w² is (a, b) = (λ, μ / λ)
         l1reg = hp["l1reg"]
-        return (l1reg, jnp.broadcast_to(hp["l2reg"], jnp.shape(l1reg)) / l1reg)
+        return (l1reg, jnp.broadcast_to(hp["l2reg"], jnp.shape(l1reg)))
+
+    def _prox_hparams(self, theta):
+        """The same penalty as :meth:`_penalties` in ``prox_elastic_net``'s terms: it
+        penalizes ``a (|w| + ½ b w²)`` (JAXopt's definition), so ``(a, b) = (λ, μ / λ)``."""
+        if not self.elastic_net:
+            return self._penalties(theta)
+        l1reg, l2reg = self._penalties(theta)
+        return (l1reg, l2reg / l1reg)
 
     def inner_solver(self, make_solver):
         cls = solver_class(make_solver)
         prox_fn = prox.prox_elastic_net if self.elastic_net else prox.prox_lasso
-        if issubclass(cls, CoordinateDescent):
+        if issubclass(cls, CoordinateDescent):  # takes (λ, μ) itself, not the prox's (a, b)
             solver = make_solver(fit_intercept=self.fit_intercept)
+            return InnerSolver(solver, lambda theta, X, y, w: (self._penalties(theta), X, y, w))
         elif issubclass(cls, BlockCoordinateDescent):
             solver = make_solver(fun=_composite(self.fit_intercept), block_prox=prox_fn,
                                  block_hyperparams=self.per_feature)

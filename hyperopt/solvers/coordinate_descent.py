@@ -117,9 +117,11 @@ class CoordinateDescent(IterativeSolver):
     """Lasso / elastic-net coordinate descent; ``run(init_params, hyperparams, X, y,
     sample_weight=None)``.
 
-    ``hyperparams`` is ``λ`` (lasso) or ``(λ, μ)`` (elastic net), each a scalar or a (p,)
-    array (per-feature penalties), as for ``ProximalGradient(prox=prox_lasso |
-    prox_elastic_net)``; ``sample_weight`` (n,) defaults to ones. ``params`` is ``w`` (p,).
+    ``hyperparams`` is ``λ`` (lasso) or ``(λ, μ)`` (elastic net, the penalty
+    ``λ|w| + ½ μ w²``), each a scalar or a (p,) array (per-feature penalties). ``λ`` is
+    ``prox_lasso``'s ``l1reg``; ``(λ, μ)`` is *not* ``prox_elastic_net``'s ``(a, b)``, which
+    penalizes ``a (|w| + ½ b w²)`` (JAXopt's definition): the same objective there is
+    ``(λ, μ / λ)``. ``sample_weight`` (n,) defaults to ones. ``params`` is ``w`` (p,).
 
     Attributes:
       maxiter: working-set iterations (unrolled mode: epochs over all coordinates).

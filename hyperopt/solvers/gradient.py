@@ -108,15 +108,18 @@ class ProximalGradient(IterativeSolver):
 
         def accept(eta):
             # JAXopt's sufficient decrease f(x⁺) <= f(y) + <g, d> + ||d||²/(2η) (d = x⁺ - y),
-            # which accepts steps up to 1/L. Near the optimum the predicted change falls
-            # below the rounding of f and that comparison is noise (the step would collapse,
-            # or blow up with a slack); there the curvature test <∇f(x⁺) - g, d> <= ||d||²/η,
-            # which also holds exactly for η <= 1/L, decides from gradients instead.
+            # which accepts steps up to 1/L. Its margin is of the order of ||d||²/(2η) (the
+            # linear term cancels against f(x⁺) - f(y)); once that falls below the rounding
+            # of f the comparison is noise (the step would collapse, or blow up with a
+            # slack). With a prox, <g, d> stays far above ||d||² near the optimum (g does not
+            # vanish there), so it must not enter this threshold. There the curvature test
+            # <∇f(x⁺) - g, d> <= ||d||²/η, which also holds exactly for η <= 1/L, decides
+            # from gradients instead.
             x = self._prox_step(y, g, eta, hp)
             d = jax.tree.map(jnp.subtract, x, y)
             sqdist = tree_vdot(d, d)
             linear = tree_vdot(d, g)
-            tiny = jnp.abs(linear) + sqdist / (2 * eta) <= noise
+            tiny = sqdist / (2 * eta) <= noise
 
             def by_value(x):
                 f_new = value_only(self.fun, self.has_aux, x, *args, **kwargs)
