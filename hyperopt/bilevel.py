@@ -716,8 +716,9 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
 
     def program(name, fn, *args):
         """``fn`` compiled once per run (and stored), rather than run eagerly op by op."""
-        if name not in compiled:
-            compiled[name] = compile_cache.compile_program(name, jax.jit(fn), args, key)[0]
+        if name not in compiled:  # without a key a jit function (any placement of the arguments)
+            compiled[name] = (jax.jit(fn) if key is None else
+                              compile_cache.compile_program(name, jax.jit(fn), args, key)[0])
         return compiled[name](*args)
 
     opt_init = functools.partial(program, "init", bilevel.optimizer.init)
