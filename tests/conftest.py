@@ -29,8 +29,6 @@ KNOWN_REGRESSIONS = {
         "the full-system (proximal fixed point) elastic-net reference changed with prox_elastic_net",
     "tests/test_jaxopt_compat_solvers.py::test_eager_loop_runs_python_and_keeps_implicit_diff[GradientDescent]":
         "jit=False: GradientDescent's backtracking is still a staged lax.while_loop (fun is traced there)",
-    "tests/test_cluster_sweeps.py::test_two_job_sweep_through_the_ray_launcher_on_a_local_head":
-        "Ray head under heavy load: 'Failed to connect to GCS' (passed on its branch)",
 }
 
 
