@@ -578,13 +578,14 @@ class _Loop:
         still = stop is not None and float(info.update_size) <= stop.xtol
         # The best step is judged at the final tolerance once there is one: a loss from a
         # loosely solved inner problem is not comparable (it can be lower than the exact one).
-        # A loss lower by less than its accuracy (relative final inner tolerance) is a tie and
-        # the earlier step stays the best: near the optimum consecutive losses differ by that
-        # noise, not by progress (a population's batched program rounds differently from a
-        # single run's, and a strict < would then pick another best step).
+        # Losses within their accuracy (relative final inner tolerance) are a tie, won by the
+        # later (more converged) step: near the optimum consecutive losses differ by that noise,
+        # not by progress (a population's batched program rounds differently from a single
+        # run's, and a strict < would then pick another best step).
         noise = float(self.final_tol) * abs(state.best_loss) if math.isfinite(state.best_loss) else 0.0
-        improved = ((at_final and not state.best_at_final) or
-                    (at_final == state.best_at_final and loss < state.best_loss - max(self.min_delta, noise)))
+        better = (loss < state.best_loss - self.min_delta if self.min_delta
+                  else loss < state.best_loss + noise)
+        improved = ((at_final and not state.best_at_final) or (at_final == state.best_at_final and better))
         state = OuterState(
             step=state.step + 1, theta=theta, opt_state=opt_state, inner_params=params,
             best_theta=state.theta if improved else state.best_theta,
@@ -647,7 +648,8 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
       patience: stop when the outer loss has not improved by ``min_delta`` for this many
         steps (status ``"early_stopped"``); ``None`` disables it.
       min_delta: the least decrease of the outer loss that counts as an improvement (a new
-        best step); never less than the loss's accuracy, ``final inner tol × |best loss|``.
+        best step); with 0, a later step within ``final inner tol × |best loss|`` (the loss's
+        accuracy) of the best is the new best.
       max_rejections: a step with a non-finite loss or hypergradient, or an outer loss
         above ``divergence_factor`` times the best so far, is rejected (a
         :class:`DivergenceWarning`; the last good hyperparameters are restored and the step
