@@ -600,8 +600,14 @@ class _Loop:
         still = stop is not None and float(info.update_size) <= stop.xtol
         # The best step is judged at the final tolerance once there is one: a loss from a
         # loosely solved inner problem is not comparable (it can be lower than the exact one).
-        improved = ((at_final and not state.best_at_final) or
-                    (at_final == state.best_at_final and loss < state.best_loss - self.min_delta))
+        # Losses within their accuracy (relative final inner tolerance) are a tie, won by the
+        # later (more converged) step: near the optimum consecutive losses differ by that noise,
+        # not by progress (a population's batched program rounds differently from a single
+        # run's, and a strict < would then pick another best step).
+        noise = float(self.final_tol) * abs(state.best_loss) if math.isfinite(state.best_loss) else 0.0
+        better = (loss < state.best_loss - self.min_delta if self.min_delta
+                  else loss < state.best_loss + noise)
+        improved = ((at_final and not state.best_at_final) or (at_final == state.best_at_final and better))
         state = OuterState(
             step=state.step + 1, theta=theta, opt_state=opt_state, inner_params=params,
             best_theta=state.theta if improved else state.best_theta,
@@ -663,6 +669,9 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
         (refit at the step's hyperparameters); 0: only at the end.
       patience: stop when the outer loss has not improved by ``min_delta`` for this many
         steps (status ``"early_stopped"``); ``None`` disables it.
+      min_delta: the least decrease of the outer loss that counts as an improvement (a new
+        best step); with 0, a later step within ``final inner tol × |best loss|`` (the loss's
+        accuracy) of the best is the new best.
       max_rejections: a step with a non-finite loss or hypergradient, or an outer loss
         above ``divergence_factor`` times the best so far, is rejected (a
         :class:`DivergenceWarning`; the last good hyperparameters are restored and the step
@@ -836,7 +845,7 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
             statuses = [s or ("interrupted", "interrupted") for s in statuses]
             break
 
-    best = pop.best_member(members) if size > 1 else 0
+    best = pop.best_member(members, float(final_tol)) if size > 1 else 0
     state, history = members[best], histories[best]
     if statuses[best] is not None:
         status, stop_reason = statuses[best]

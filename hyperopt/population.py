@@ -83,8 +83,12 @@ def unstack(tree, size: int):
     return [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(size)]
 
 
-def best_member(states) -> int:
+def best_member(states, rtol: float = 0.0) -> int:
     """The member with the lowest best outer loss, those judged at the final inner tolerance
-    first (as a single run picks its best step)."""
-    key = lambda i: (not states[i].best_at_final, states[i].best_loss, i)
-    return min(range(len(states)), key=key)
+    first (as a single run picks its best step). Losses within ``rtol`` (relative) of the
+    lowest are ties, won by the first such member: members that reached the same optimum
+    differ only by the noise of their inner solves (``fit`` passes the final inner tol)."""
+    at_final = [i for i in range(len(states)) if states[i].best_at_final] or list(range(len(states)))
+    lowest = min(states[i].best_loss for i in at_final)
+    margin = rtol * abs(lowest) if np.isfinite(lowest) else 0.0
+    return min(i for i in at_final if states[i].best_loss <= lowest + margin)

@@ -21,10 +21,6 @@ jax.config.update("jax_enable_x64", True)
 KNOWN_REGRESSIONS = {
     "tests/test_jaxopt_compat_solvers.py::test_eager_loop_runs_python_and_keeps_implicit_diff[GradientDescent]":
         "jit=False: GradientDescent's backtracking is still a staged lax.while_loop (fun is traced there)",
-    "tests/test_population.py::test_population_of_4_equals_4_separate_runs[lbfgs]":
-        "population member vs single run with outer LBFGS after the merge with the search/lasso branches",
-    "tests/test_cluster_sweeps.py::test_two_job_sweep_through_the_ray_launcher_on_a_local_head":
-        "Ray head under heavy load: 'Failed to connect to GCS' (passed on its branch)",
 }
 
 

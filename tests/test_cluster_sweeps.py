@@ -4,6 +4,7 @@ each job writes its own run folder; a population run through the console script.
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,8 +18,8 @@ import pytest
 BIN = Path(sys.executable).parent
 
 
-def _hyperopt_run(*args, cwd, timeout=900):
-    env = {**os.environ, "WANDB_MODE": "disabled"}
+def _hyperopt_run(*args, cwd, timeout=900, env=None):
+    env = {**os.environ, "WANDB_MODE": "disabled", **(env or {})}
     return subprocess.run([str(BIN / "hyperopt-run"), *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -53,23 +54,54 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# Ray's connection timeouts (its defaults, e.g. 5 s to reach the GCS, fail on a loaded machine
+# with "Failed to connect to GCS"): for the head and for the sweep's driver alike.
+RAY_ENV = {"RAY_gcs_rpc_server_connect_timeout_s": "120", "RAY_gcs_rpc_server_reconnect_timeout_s": "120",
+           "RAY_gcs_server_request_timeout_seconds": "120", "RAY_raylet_start_wait_time_s": "120",
+           "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def _ray_ready(address: str, deadline: float, head, log: Path) -> None:
+    """Waits until ``ray status`` reaches the head's GCS and sees its node (or fails with the log)."""
+    while True:
+        assert head.poll() is None, log.read_text()
+        try:
+            status = subprocess.run([str(BIN / "ray"), "status", f"--address={address}"],
+                                    env={**os.environ, **RAY_ENV}, capture_output=True, text=True,
+                                    timeout=max(10.0, deadline - time.time()))
+            if status.returncode == 0 and "node_" in status.stdout:
+                return
+            failure = status.stdout + status.stderr
+        except subprocess.TimeoutExpired:
+            failure = "ray status timed out"
+        assert time.time() < deadline, f"{failure}\n{log.read_text()}"
+        time.sleep(2)
+
+
 @pytest.fixture
 def ray_head(tmp_path):
-    """A local Ray head (``ray start --head --block``) in its own process group, stopped by
-    signalling that group: only the processes this test started."""
+    """A local Ray head (``ray start --head --block``, its own temp folder, no dashboard) in
+    its own process group, ready once ``ray status`` reaches it, stopped by signalling that
+    group: only the processes this test started."""
     port = _free_port()
-    log = open(tmp_path / "ray_head.log", "w")
+    temp_dir = tempfile.mkdtemp(prefix="ray-")  # short (socket paths), not shared with other heads
+    log_path = tmp_path / "ray_head.log"
+    log = open(log_path, "w")
     head = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--num-cpus=2", f"--port={port}",
-                             "--include-dashboard=false", "--disable-usage-stats", "--block"],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                             f"--temp-dir={temp_dir}", "--include-dashboard=false",
+                             "--object-store-memory=100000000", "--disable-usage-stats", "--block"],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, **RAY_ENV})
+    address = f"127.0.0.1:{port}"
     try:
-        deadline = time.time() + 180
-        while "Ray runtime started" not in (tmp_path / "ray_head.log").read_text():
-            assert head.poll() is None and time.time() < deadline, (tmp_path / "ray_head.log").read_text()
+        deadline = time.time() + 300
+        while "Ray runtime started" not in log_path.read_text():
+            assert head.poll() is None and time.time() < deadline, log_path.read_text()
             time.sleep(1)
-        yield f"127.0.0.1:{port}"
+        _ray_ready(address, deadline, head, log_path)
+        yield address
     finally:
-        for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
             try:
                 os.killpg(head.pid, sig)
             except ProcessLookupError:
@@ -84,6 +116,7 @@ def ray_head(tmp_path):
         except ProcessLookupError:
             pass
         log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
         # what `ray stop` would clean up: the file through which a later ray.init() (a local
         # Ray launcher run) would try to join this, now dead, head
         current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
@@ -97,7 +130,7 @@ def test_two_job_sweep_through_the_ray_launcher_on_a_local_head(tmp_path, ray_he
     # hydra-ray-launcher 1.2.2 sets object_store_memory, which Ray refuses when joining a cluster
     proc = _hyperopt_run("-m", "hydra/launcher=ray", f"hydra.launcher.ray.init.address={ray_head}",
                          "+hydra.launcher.ray.init.object_store_memory=null", *SWEEP,
-                         f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+                         f"hydra.sweep.dir={sweep}", cwd=tmp_path, env=RAY_ENV)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Connecting to existing Ray cluster at address: " in proc.stderr + proc.stdout
     _check_sweep(sweep)
