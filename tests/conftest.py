@@ -27,8 +27,6 @@ KNOWN_REGRESSIONS = {
         "elastic-net PG hypergradient 1.3e-3 from FD after the prox_elastic_net / line-search merges",
     "tests/test_coordinate_descent.py::test_support_hypergradient_equals_full_system[elastic_net]":
         "the full-system (proximal fixed point) elastic-net reference changed with prox_elastic_net",
-    "tests/test_jaxopt_compat_solvers.py::test_eager_loop_runs_python_and_keeps_implicit_diff[GradientDescent]":
-        "jit=False: GradientDescent's backtracking is still a staged lax.while_loop (fun is traced there)",
     "tests/test_population.py::test_population_of_4_equals_4_separate_runs[lbfgs]":
         "population member vs single run with outer LBFGS after the merge with the search/lasso branches",
     "tests/test_cluster_sweeps.py::test_two_job_sweep_through_the_ray_launcher_on_a_local_head":

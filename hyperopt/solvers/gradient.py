@@ -15,6 +15,7 @@ from hyperopt.solvers.base import (
     IterativeSolver,
     OptStep,
     backtracking,
+    eager_cond,
     value_and_grad_aux,
     value_only,
 )
@@ -126,10 +127,10 @@ class ProximalGradient(IterativeSolver):
                 g_new = self._value_and_grad(x, *args, **kwargs)[1]
                 return tree_vdot(jax.tree.map(jnp.subtract, g_new, g), d) <= sqdist / eta
 
-            return jax.lax.cond(tiny, by_curvature, by_value, x)
+            return eager_cond(tiny, by_curvature, by_value, x, jit=self.jit)
 
         eta = backtracking(accept, state.stepsize, maxls=self.maxls,
-                           decrease_factor=self.decrease_factor)
+                           decrease_factor=self.decrease_factor, jit=self.jit)
         # JAXopt's schedule: the next search starts at η/decrease_factor (1.0 once η <= 1e-6).
         start = jnp.where(eta <= 1e-6, 1.0, eta / self.decrease_factor)
         return eta, jax.lax.stop_gradient(start)
