@@ -17,8 +17,8 @@ from hyperopt.loop import run_loop
 from hyperopt.tree_util import partition_static, stop_gradient_inexact, tree_norm
 
 __all__ = [
-    "ClosedForm", "IterativeSolver", "OptStep", "SimpleState", "backtracking", "default_tol",
-    "eager_cond",
+    "ClosedForm", "IterativeSolver", "OptStep", "SimpleState", "backtracking",
+    "backtracking_with_payload", "default_tol", "eager_cond",
     "rounding_slack", "value_and_grad_aux", "value_only",
 ]
 
@@ -99,27 +99,36 @@ def backtracking(accept: Callable[[jax.Array], jax.Array], stepsize, *, maxls: i
     ``jit=False`` (the solver's eager mode, as JAXopt's ``jit`` option of its line
     searches): a Python loop when the values are concrete, so ``accept`` runs op by op.
     """
+    return backtracking_with_payload(lambda eta: (accept(eta), ()), stepsize, maxls=maxls,
+                                     decrease_factor=decrease_factor, jit=jit)[0]
+
+
+def backtracking_with_payload(accept: Callable, stepsize, *, maxls: int,
+                              decrease_factor: float, jit: bool = True):
+    """:func:`backtracking` where ``accept(eta) -> (ok, payload)``; returns ``(eta, payload)``
+    with the payload (a pytree of arrays, e.g. the trial's value) of the returned ``eta``."""
     if not jit:
-        ok = accept(stepsize)
+        ok, payload = accept(stepsize)
         go = _concrete_bool(ok)
         if go is not None:
             eta, k = stepsize, 0
             while not go and k < maxls:
                 eta, k = eta * decrease_factor, k + 1
-                go = bool(accept(eta))
-            return jax.lax.stop_gradient(eta)
+                ok, payload = accept(eta)
+                go = bool(ok)
+            return jax.lax.stop_gradient(eta), payload
 
     def cond(carry):
-        eta, k, ok = carry
+        eta, k, ok, _ = carry
         return (~ok) & (k < maxls)
 
     def body(carry):
-        eta, k, _ = carry
+        eta, k, _, _ = carry
         eta = eta * decrease_factor
-        return eta, k + 1, accept(eta)
+        return (eta, k + 1, *accept(eta))
 
-    eta, _, _ = jax.lax.while_loop(cond, body, (stepsize, 0, accept(stepsize)))
-    return jax.lax.stop_gradient(eta)
+    eta, _, _, payload = jax.lax.while_loop(cond, body, (stepsize, 0, *accept(stepsize)))
+    return jax.lax.stop_gradient(eta), payload
 
 
 @dataclasses.dataclass(eq=False, frozen=True, kw_only=True)
