@@ -17,7 +17,8 @@ from hyperopt.loop import run_loop
 from hyperopt.tree_util import partition_static, stop_gradient_inexact, tree_norm
 
 __all__ = [
-    "ClosedForm", "IterativeSolver", "OptStep", "SimpleState", "backtracking", "default_tol",
+    "ClosedForm", "IterativeSolver", "OptStep", "SimpleState", "backtracking",
+    "backtracking_with_payload", "default_tol", "eager_cond",
     "rounding_slack", "value_and_grad_aux", "value_only",
 ]
 
@@ -68,26 +69,66 @@ def rounding_slack(value) -> jax.Array:
     return 10 * jnp.finfo(value.dtype).eps * jnp.abs(value)
 
 
+def _concrete_bool(x) -> bool | None:
+    """``bool(x)``, or None when ``x`` is traced (under an enclosing ``jit``)."""
+    try:
+        return bool(x)
+    except jax.errors.ConcretizationTypeError:
+        return None
+
+
+def eager_cond(pred, true_fun, false_fun, *operands, jit: bool = True):
+    """``lax.cond``, or a Python branch when ``jit=False`` and ``pred`` is concrete (the
+    eager loop: only the taken branch runs, op by op, so ``fun`` is never staged)."""
+    if not jit:
+        go = _concrete_bool(pred)
+        if go is not None:
+            return true_fun(*operands) if go else false_fun(*operands)
+    return jax.lax.cond(pred, true_fun, false_fun, *operands)
+
+
 def backtracking(accept: Callable[[jax.Array], jax.Array], stepsize, *, maxls: int,
-                 decrease_factor: float) -> jax.Array:
+                 decrease_factor: float, jit: bool = True) -> jax.Array:
     """Largest ``stepsize * decrease_factor**k`` (k < maxls) for which ``accept`` holds.
 
     The caller passes ``accept`` built from ``stop_gradient``-ed inputs, so the search is
     never differentiated: the chosen step is locally constant in the hyperparameters,
     which keeps unrolled derivatives finite (JAXopt's unrolled LBFGS line search gives
     NaN) and lets reverse mode pass the inner ``while_loop``.
+
+    ``jit=False`` (the solver's eager mode, as JAXopt's ``jit`` option of its line
+    searches): a Python loop when the values are concrete, so ``accept`` runs op by op.
     """
+    return backtracking_with_payload(lambda eta: (accept(eta), ()), stepsize, maxls=maxls,
+                                     decrease_factor=decrease_factor, jit=jit)[0]
+
+
+def backtracking_with_payload(accept: Callable, stepsize, *, maxls: int,
+                              decrease_factor: float, jit: bool = True):
+    """:func:`backtracking` where ``accept(eta) -> (ok, payload)``; returns ``(eta, payload)``
+    with the payload (a pytree of arrays, e.g. the trial's value) of the returned ``eta``."""
+    if not jit:
+        ok, payload = accept(stepsize)
+        go = _concrete_bool(ok)
+        if go is not None:
+            eta, k = stepsize, 0
+            while not go and k < maxls:
+                eta, k = eta * decrease_factor, k + 1
+                ok, payload = accept(eta)
+                go = bool(ok)
+            return jax.lax.stop_gradient(eta), payload
+
     def cond(carry):
-        eta, k, ok = carry
+        eta, k, ok, _ = carry
         return (~ok) & (k < maxls)
 
     def body(carry):
-        eta, k, _ = carry
+        eta, k, _, _ = carry
         eta = eta * decrease_factor
-        return eta, k + 1, accept(eta)
+        return (eta, k + 1, *accept(eta))
 
-    eta, _, _ = jax.lax.while_loop(cond, body, (stepsize, 0, accept(stepsize)))
-    return jax.lax.stop_gradient(eta)
+    eta, _, _, payload = jax.lax.while_loop(cond, body, (stepsize, 0, *accept(stepsize)))
+    return jax.lax.stop_gradient(eta), payload
 
 
 @dataclasses.dataclass(eq=False, frozen=True, kw_only=True)

@@ -14,7 +14,8 @@ from hyperopt.linear_solve import solve_cg
 from hyperopt.solvers.base import (
     IterativeSolver,
     OptStep,
-    backtracking,
+    backtracking_with_payload,
+    eager_cond,
     value_and_grad_aux,
     value_only,
 )
@@ -42,6 +43,46 @@ class ProxGradState(NamedTuple):
     y_value: jax.Array
     y_grad: Any
     aux: Any
+
+
+class _TrialPullback:
+    """One trial's forward pass with its vjp kept as a loop-carriable pytree.
+
+    ``forward(x) -> (value, payload)`` with ``payload = (value, residuals, aux)``: the
+    pullback's leaves minus those that are the objective's (closed-over) arguments, which
+    stay out of the line search's loop carry; ``grad(payload)`` runs the backward pass.
+    Every trace of ``forward`` builds the same pullback structure; the first one's is kept.
+    """
+
+    def __init__(self, fun, has_aux, arguments):
+        self.fun, self.has_aux, self.arguments = fun, has_aux, arguments
+        self._const = {id(leaf): leaf for leaf in jax.tree.leaves(arguments)}
+        self._layout = None
+
+    def forward(self, x):
+        args, kwargs = self.arguments
+
+        def f(p):
+            out = self.fun(p, *args, **kwargs)
+            return out if self.has_aux else (out, None)
+
+        value, pull, aux = jax.vjp(f, x, has_aux=True)
+        leaves, treedef = jax.tree.flatten(pull)
+        marks = tuple(id(leaf) if id(leaf) in self._const else None for leaf in leaves)
+        if self._layout is None:
+            self._layout = (treedef, marks)
+        elif len(marks) != len(self._layout[1]):
+            raise AssertionError("line-search trials traced to different pullbacks")
+        carried = [leaf for leaf, mark in zip(leaves, marks, strict=True) if mark is None]
+        return value, (value, carried, aux)
+
+    def grad(self, payload):
+        value, carried, _ = payload
+        treedef, marks = self._layout
+        rest = iter(carried)
+        leaves = [next(rest) if mark is None else self._const[mark] for mark in marks]
+        pull = jax.tree.unflatten(treedef, leaves)
+        return pull(jnp.ones_like(value))[0]
 
 
 @dataclasses.dataclass(eq=False, frozen=True)
@@ -96,15 +137,22 @@ class ProximalGradient(IterativeSolver):
         return self._apply_prox(moved, hyperparams_prox, eta)
 
     def _stepsize(self, state, hyperparams_prox, args, kwargs):
-        """``(eta, next_start)``: this iteration's step and the next search's first trial."""
+        """``(eta, next_start, accepted)``: this iteration's step, the next search's first trial,
+        and ``(value, grad, aux)`` at the accepted point when the search kept them (else None)."""
         if callable(self.stepsize):  # a schedule stepsize(iter_num)
             eta = jnp.asarray(self.stepsize(state.iter_num), state.stepsize.dtype)
-            return eta, eta
+            return eta, eta, None
         if self.stepsize > 0:
-            return state.stepsize, state.stepsize
+            return state.stepsize, state.stepsize, None
         y, g, fy = _sg(state.y), _sg(state.y_grad), _sg(state.y_value)
         hp, args, kwargs = stop_gradient_inexact((hyperparams_prox, args, kwargs))
         noise = 10 * jnp.finfo(fy.dtype).eps * jnp.abs(fy)  # rounding level of f values
+
+        # Implicit mode without momentum: the next point is the accepted trial itself, so
+        # each trial keeps its forward pass (the residuals of its vjp, not the data, which
+        # stays closed over) and the accepted one's gradient costs one backward pass instead
+        # of a fresh value-and-gradient (JAXopt evaluates f and ∇f again there).
+        keep = _TrialPullback(self.fun, self.has_aux, (args, kwargs)) if self._reuse_trial else None
 
         def accept(eta):
             # JAXopt's sufficient decrease f(x⁺) <= f(y) + <g, d> + ||d||²/(2η) (d = x⁺ - y),
@@ -122,23 +170,38 @@ class ProximalGradient(IterativeSolver):
             tiny = sqdist / (2 * eta) <= noise
 
             def by_value(x):
-                f_new = value_only(self.fun, self.has_aux, x, *args, **kwargs)
-                return eta * (f_new - fy) <= eta * linear + 0.5 * sqdist
+                if keep is not None:
+                    f_new, payload = keep.forward(x)
+                else:
+                    f_new, payload = value_only(self.fun, self.has_aux, x, *args, **kwargs), ()
+                return eta * (f_new - fy) <= eta * linear + 0.5 * sqdist, payload
 
             def by_curvature(x):
-                g_new = self._value_and_grad(x, *args, **kwargs)[1]
-                return tree_vdot(jax.tree.map(jnp.subtract, g_new, g), d) <= sqdist / eta
+                if keep is not None:
+                    _, payload = keep.forward(x)
+                    g_new = keep.grad(payload)
+                else:
+                    g_new, payload = self._value_and_grad(x, *args, **kwargs)[1], ()
+                return tree_vdot(jax.tree.map(jnp.subtract, g_new, g), d) <= sqdist / eta, payload
 
-            return jax.lax.cond(tiny, by_curvature, by_value, x)
+            return eager_cond(tiny, by_curvature, by_value, x, jit=self.jit)
 
-        eta = backtracking(accept, state.stepsize, maxls=self.maxls,
-                           decrease_factor=self.decrease_factor)
+        eta, payload = backtracking_with_payload(accept, state.stepsize, maxls=self.maxls,
+                                                 decrease_factor=self.decrease_factor,
+                                                 jit=self.jit)
         # JAXopt's schedule: the next search starts at η/decrease_factor (1.0 once η <= 1e-6).
         start = jnp.where(eta <= 1e-6, 1.0, eta / self.decrease_factor)
-        return eta, jax.lax.stop_gradient(start)
+        accepted = None if keep is None else (payload[0], keep.grad(payload), payload[2])
+        return eta, jax.lax.stop_gradient(start), accepted
+
+    @property
+    def _reuse_trial(self) -> bool:
+        """The accepted trial is the next point (no momentum) and the iterations are not
+        differentiated (implicit mode), so its value and gradient can be reused."""
+        return self.implicit_diff and not self.acceleration
 
     def update(self, params, state, hyperparams_prox=None, *args, **kwargs) -> OptStep:
-        eta, next_start = self._stepsize(state, hyperparams_prox, args, kwargs)
+        eta, next_start, accepted = self._stepsize(state, hyperparams_prox, args, kwargs)
         new_params = self._prox_step(state.y, state.y_grad, eta, hyperparams_prox)
         # Gradient mapping at y with the fixed-point step (not the line search's, which
         # can be tiny): zero exactly at a solution; ||∇f(y)|| when there is no prox.
@@ -158,7 +221,10 @@ class ProximalGradient(IterativeSolver):
             y = jax.tree.map(lambda xn, x: xn + momentum * (xn - x), new_params, params)
         else:
             t, y = state.t, new_params
-        value, grad, aux = self._value_and_grad(y, *args, **kwargs)
+        if accepted is not None:  # y is the accepted trial point (no momentum)
+            value, grad, aux = accepted
+        else:
+            value, grad, aux = self._value_and_grad(y, *args, **kwargs)
         state = ProxGradState(iter_num=state.iter_num + 1, error=error, converged=state.converged,
                               stepsize=next_start, y=y, t=t, y_value=value, y_grad=grad,
                               aux=aux)
