@@ -428,7 +428,7 @@ class FitResult(NamedTuple):
     ``{"W", "b"}`` for logistic, primal ``W`` for the SVM), refit at ``best_hparams`` on
     the split named by ``refit``; ``model_metrics`` its test metrics; ``initial`` the
     validation loss at the initial hyperparameters and the test metrics of the model
-    refit there (what tuning is compared with; both at the first step's inner tolerance).
+    refit there (what tuning is compared with).
     ``compile``: seconds tracing (``trace_s``) and compiling or reading each program
     (``step_s``, ``refit_s``), JAX's cache counts, ``programs_loaded`` (the programs were
     read whole: see ``program_key``) and ``from_cache``.
@@ -865,10 +865,7 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
         model, _, metrics = refit_at(state.best_theta, state.best_params)
         model, model_metrics = jax.device_get(model), {k: float(v) for k, v in metrics.items()}
         initial = {"hparams": _hparams_list(hparams_of, theta0),
-                   "val_loss": state.initial_val_loss,
-                   # the starting point's model, at the first step's inner tolerance (as its
-                   # val_loss): a figure for the logs, not worth a tight solve
-                   **test_metrics(theta0, first_params[best], bilevel.tol_at(0, dtype))}
+                   "val_loss": state.initial_val_loss, **test_metrics(theta0, first_params[best])}
     best_metrics = dict(state.best_metrics or {})
     best_metrics.update(model_metrics or {})
     final_metrics = history[-1] if history else {}
