@@ -29,3 +29,31 @@ def pytest_collection_modifyitems(config, items):
         reason = KNOWN_REGRESSIONS.get(item.nodeid)
         if reason:
             item.add_marker(pytest.mark.xfail(reason=f"known regression: {reason}", strict=False))
+    _longest_first(items)
+
+
+# The longest tests first (the end-to-end runs of many processes, then the other slow ones),
+# and pyproject's --maxschedchunk=1: pytest -n hands each worker the next test when it is
+# free, so the run does not end on one worker with a long test it was given at the start.
+LONGEST_FIRST = (
+    "tests/test_readme_commands.py::test_every_readme_command_runs",
+    "tests/test_experiments.py::",
+    "tests/test_cli_errors.py::test_every_bad_input_through_the_console_script",
+    "tests/test_cluster_sweeps.py::",
+    "tests/test_sharding.py::",
+    "tests/test_cli.py::test_sigkill_then_rerun_resumes_to_the_same_result",
+    "tests/test_search.py::test_search_through_the_console_script",
+    "tests/test_tracking_e2e.py::",
+    "tests/test_cli.py::test_wheel_ships_the_configs",
+)
+
+
+def _run_order(item):
+    rank = next((i for i, prefix in enumerate(LONGEST_FIRST) if item.nodeid.startswith(prefix)), None)
+    if rank is not None:
+        return rank
+    return len(LONGEST_FIRST) + (0 if item.get_closest_marker("slow") else 1)
+
+
+def _longest_first(items):
+    items.sort(key=_run_order)  # stable: a file's tests stay together, in their order
