@@ -403,7 +403,9 @@ def test_scipy_least_squares_matches_jaxopt(loss):
     assert abs(float(info.cost_val) - float(ref_info.cost_val)) < 1e-12
     k_of = lambda s: ours.run(w0, s, t, obs).params["k"]
     g = jax.grad(k_of)(0.1)
-    fd = central_difference(k_of, 0.1, 1.0, h=1e-5)
+    # h = 1e-3: SciPy's own stopping leaves ~1e-10 noise in the solution, which a smaller
+    # step amplifies (h = 1e-5: 2.5e-5 relative error in the difference on scipy 1.17)
+    fd = central_difference(k_of, 0.1, 1.0, h=1e-3)
     assert abs(float(g) - float(fd)) < 1e-6 * max(1.0, abs(float(fd)))
     if loss == "linear":
         g_ref = jax.grad(lambda s: theirs.run(w0, s, t, obs).params["k"])(0.1)
