@@ -31,8 +31,9 @@ Methods, all handed the same arrays and folds:
   optimizer, tolerance schedule, stopping rule, steps and refit — through
   :func:`hyperopt.cli.build_bilevel` and :func:`hyperopt.bilevel.fit` with the folds above.
   **cold**: an empty persistent compilation cache and cleared in-process caches (what a
-  first run pays); **warm**: in-process caches cleared again, the persistent cache filled
-  by the cold run (what every later run and sweep job pays).
+  first run pays); **warm**: in-process caches cleared again, the cache folder filled by
+  the cold run (what every later run and sweep job pays): the run reads its stored programs
+  whole (``compile_cache.compile_program``; nothing traced or compiled).
 
 Columns: wall time (median of ``--repeats``), the criterion each method optimized (its own
 value: the grid's best mean CV / hold-out loss, or hyperopt's best outer loss), a common
