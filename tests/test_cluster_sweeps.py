@@ -58,7 +58,7 @@ def _free_port() -> int:
 # with "Failed to connect to GCS"): for the head and for the sweep's driver alike.
 RAY_ENV = {"RAY_gcs_rpc_server_connect_timeout_s": "120", "RAY_gcs_rpc_server_reconnect_timeout_s": "120",
            "RAY_gcs_server_request_timeout_seconds": "120", "RAY_raylet_start_wait_time_s": "120",
-           "RAY_USAGE_STATS_ENABLED": "0"}
+           "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 
 
 def _ray_ready(address: str, deadline: float, head, log: Path) -> None:
