@@ -360,9 +360,11 @@ def fit_options(cfg: DictConfig) -> dict:
             "shard_data": cfg.get("shard_data", False), "program_key": program_key(cfg)}
 
 
-# Settings that never change a compiled program (where the run logs, when it checkpoints).
+# Settings that never change a compiled program (where the run logs, when it checkpoints; the
+# seed, which changes the splits and random starts: arguments, not the program — a problem's
+# own seed field is part of fit's key through the problem itself).
 _NOT_IN_PROGRAMS = ("hydra", "logger", "checkpoint_every", "resume", "debug", "compile_cache", "steps",
-                    "patience", "min_delta", "stop", "eval_every", "distributed")
+                    "patience", "min_delta", "stop", "eval_every", "distributed", "seed")
 
 
 def program_key(cfg: DictConfig) -> str:

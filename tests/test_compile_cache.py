@@ -94,3 +94,11 @@ def test_a_program_read_from_jaxs_own_cache_is_not_stored_again(cache_dir):
 
 def jnp_exp_plus_one(x):
     return jax.numpy.exp(x) + 1.0
+
+
+def test_the_cli_key_ignores_the_seed_and_logging_but_not_the_optimizer():
+    base = cli.program_key(_config([]))
+    assert cli.program_key(_config(["seed=3", "logger=none", "steps=7", "checkpoint_every=2"])) == base
+    assert cli.program_key(_config(["outer.learning_rate=0.5"])) != base
+    assert cli.program_key(_config(["solver.maxiter=123"])) != base
+    assert cli.program_key(_config(["problem=lasso", "solver=coordinate_descent"])) != base
