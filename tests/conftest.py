@@ -15,20 +15,7 @@ import jax  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 
 
-# Known regressions found by the full suite after a merge and not yet fixed, marked non-strict
-# xfail here, in one place, so that they stay visible and run (an xpass shows when one is
-# fixed); they are not skips. Empty: every regression listed at stop 17 is fixed.
-KNOWN_REGRESSIONS = {
-}
-
-
 def pytest_collection_modifyitems(config, items):
-    import pytest
-
-    for item in items:
-        reason = KNOWN_REGRESSIONS.get(item.nodeid)
-        if reason:
-            item.add_marker(pytest.mark.xfail(reason=f"known regression: {reason}", strict=False))
     _longest_first(items)
 
 
