@@ -65,14 +65,15 @@ from hyperopt.problems.base import InnerSolver, Problem, SolverFactory
 from hyperopt.solvers.base import default_tol
 
 __all__ = [
-    "AUTO_INNER_TOL", "DEFAULT_STOP", "REFITS", "Bilevel", "DivergenceWarning", "FitResult", "OuterState",
-    "Splits", "StepInfo", "StopRule", "ZeroHypergradientWarning", "fit", "make_splits",
+    "AUTO_INNER_TOL", "DEFAULT_STOP", "REFITS", "STARTS", "Bilevel", "DivergenceWarning",
+    "FitResult", "OuterState", "Splits", "StepInfo", "StopRule", "ZeroHypergradientWarning", "fit", "make_splits",
     "model_arrays", "over_folds",
 ]
 
 REFITS = ("train_val", "train")
 # inner_tol="auto": (initial, decay); the final tolerance is the solver's own.
 AUTO_INNER_TOL = (1e-4, 0.1)
+STARTS = ("auto", "path", "init")
 
 
 class DivergenceWarning(RuntimeWarning):
@@ -157,11 +158,14 @@ class StopRule(NamedTuple):
     stops at the final inner tolerance: when the updates fall below ``xtol`` earlier, the
     tolerance drops to its final value at once and the test starts over. (The best step,
     whose hyperparameters are returned, is likewise chosen among the steps at the final
-    tolerance once there are any.)
+    tolerance once there are any.) ``ftol`` = 1e-5: a lasso's validation loss has kinks
+    (where the support changes) and its minimum often sits on one, where the
+    hypergradient does not vanish and a smaller ``ftol`` asks to locate the kink to
+    ~1e-4 in log λ, many steps below anything the validation loss can tell apart.
     """
 
     xtol: float = 1e-3
-    ftol: float = 1e-6
+    ftol: float = 1e-5
     gtol: float = 0.0
     window: int = 2
 
@@ -289,7 +293,7 @@ class Bilevel:
         if isinstance(self.inner_tol, tuple):
             return float(self.inner_tol[1])
         tol = self.inner.solver.tol
-        return float(default_tol(jnp.zeros((), dtype)) if tol is None else tol)
+        return float(default_tol(np.zeros((), dtype)) if tol is None else tol)
 
     def tol_at(self, step: int, dtype, tight: bool = False) -> jax.Array:
         """Inner tolerance of outer step ``step`` (``tight``: the final one)."""
@@ -454,6 +458,7 @@ class FitResult(NamedTuple):
     population: list | None = None  # a population: per member initial/best hparams, best loss
     best_member: int | None = None  # a population: the member whose run this result is
     devices: int = 1  # devices the data were sharded across (1: not sharded)
+    path: list | None = None  # start="path": one dict per path point (hparams, outer/val loss, time)
 
 
 def hparam_log(hparams: dict, max_size: int = 10) -> dict[str, float]:
@@ -652,7 +657,8 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
         divergence_factor: float = 10.0, zero_hypergrad_steps: int = 3,
         seed: int = 0, population: int = 1, population_range=(0.01, 100.0), shard_data: bool = False,
         callback: Callable[[OuterState, dict], None] | None = None,
-        should_stop: Callable[[], bool] | None = None, program_key: str | None = None) -> FitResult:
+        should_stop: Callable[[], bool] | None = None, program_key: str | None = None,
+        start: str = "auto") -> FitResult:
     """Runs the outer loop for at most ``steps`` steps, then refits the returned model.
 
     Args:
@@ -699,6 +705,19 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
         programs close over beyond the :class:`Bilevel`'s problem and solver — above all the
         outer optimizer's settings (``hyperopt-run`` passes its composed config). ``None``:
         only XLA's cache (the programs are traced every run).
+      start: where the outer loop starts. ``"path"``: at the best point of a coarse
+        regularization path (:meth:`~hyperopt.problems.base.Problem.path_grid`; the lasso:
+        10 λ per decade from λ_max down), evaluated with the compiled step at the final
+        inner tolerance, warm-started along the path: every other point until the
+        outer loss rises, then the two points beside the best; the default outer optimizer
+        (:func:`~hyperopt.outer.lbfgs_backtracking`) keeps what it learnt there (the path's
+        points are its trials), any other optimizer starts afresh at the best point. The
+        path finds the basin a local hypergradient method would miss when the validation
+        curve has several dips, and skips the slow, nearly interpolating solves of small
+        penalties. ``"init"``: at the problem's start (:meth:`init_hparams`). ``"auto"``:
+        the path for problems that have one (and a single run, not resumed), else the
+        problem's start. The path's points are in ``FitResult.path``; ``initial`` is then
+        the path's best point.
 
     Returns:
       A :class:`FitResult`: the history (one dict per step), the best hyperparameters
@@ -709,6 +728,8 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
 
     if refit not in REFITS:
         raise ValueError(f"refit={refit!r}; allowed: {', '.join(REFITS)}")
+    if start not in STARTS:
+        raise ValueError(f"start={start!r}; allowed: {', '.join(STARTS)}")
     if isinstance(population, bool) or not isinstance(population, int) or population < 1:
         raise ValueError(f"population={population!r}; allowed: a positive integer")
     splits = make_splits(bilevel.problem, data, bilevel.cv_folds, seed)
@@ -809,6 +830,19 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
                  max_rejections, divergence_factor, zero_hypergrad_steps, test_metrics, warn_once)
     histories = [[] for _ in members]
     first_params = [None] * size  # inner solutions at each member's initial θ: warm start of its refit
+    path = path_start = None
+    if start != "init" and size == 1 and state is None:
+        grid = bilevel.problem.path_grid(data)
+        if grid is None and start == "path":
+            raise ValueError(f"start='path': problem {bilevel.problem.name!r} has no regularization "
+                             "path here (or its start is given explicitly); allowed: auto, init")
+        if grid:
+            # at the final inner tolerance: a loose solve cannot tell the validation losses
+            # of nearby penalties apart (a warm start counts as converged)
+            members[0], path, path_start = _run_path(bilevel, grid, members[0], step_c, splits,
+                                                      final_tol, dtype)
+            if path_start is not None:
+                first_params[0] = path_start[1]
     statuses: list[tuple[str, str] | None] = [None] * size
     if size > 1:
         statuses = [loop.finished(m) for m in members]
@@ -860,12 +894,16 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
                        "members: " + ", ".join(f"{done.count(k)} {k}" for k in dict.fromkeys(done)))
 
     model = model_metrics = initial = None
-    theta0 = _initial_theta(bilevel, data, size, population_range, best)
+    theta0 = (path_start[0] if path_start is not None else
+              _initial_theta(bilevel, data, size, population_range, best))
     if state.best_step >= 0:
         model, _, metrics = refit_at(state.best_theta, state.best_params)
         model, model_metrics = jax.device_get(model), {k: float(v) for k, v in metrics.items()}
         initial = {"hparams": _hparams_list(hparams_of, theta0),
-                   "val_loss": state.initial_val_loss, **test_metrics(theta0, first_params[best])}
+                   "val_loss": state.initial_val_loss if path_start is None else path_start[2],
+                   **test_metrics(theta0, first_params[best])}
+        if path_start is not None:
+            initial["start"] = "path"
     best_metrics = dict(state.best_metrics or {})
     best_metrics.update(model_metrics or {})
     final_metrics = history[-1] if history else {}
@@ -883,7 +921,69 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
                      stop_reason=stop_reason, model=model, model_metrics=model_metrics,
                      initial=initial, refit=refit, warnings=tuple(messages), compile=compile_info,
                      members=members if size > 1 else None, population=population_info,
-                     best_member=best if size > 1 else None, devices=devices)
+                     best_member=best if size > 1 else None, devices=devices, path=path)
+
+
+def _run_path(bilevel: Bilevel, grid: list, state: OuterState, step_c, splits: Splits, tol, dtype):
+    """``fit``'s ``start="path"``: the compiled step at every other grid point (largest penalty
+    first, inner solves warm-started along the path) until the outer loss rises, then at
+    the two grid points between the best of those and its neighbours. Returns the state
+    the outer loop starts from, the path's rows, and ``(θ, inner params, validation loss)``
+    of its best point."""
+    from hyperopt.outer import LBFGSBacktrackingState
+
+    # lbfgs_backtracking takes the path's points as its trials (they teach it the curvature
+    # around the best one); other optimizers start afresh at the best point
+    carry = isinstance(state.opt_state, LBFGSBacktrackingState)
+    one = _device(1.0, dtype)
+    fresh = state.opt_state
+    opt_state, rows, best, proposal = fresh, [], None, None
+    t0 = time.perf_counter()
+
+    def evaluate(k, params, record=True):
+        nonlocal opt_state, best, proposal
+        out = jax.block_until_ready(step_c(grid[k], opt_state, params, splits, tol, one))
+        proposal, opt_state, params, info = out
+        loss = float(info.outer_loss)
+        if not (math.isfinite(loss) and _finite(info.hypergrad)):
+            return None, params
+        val = float(info.data_loss) if splits.n_folds > 1 else float(info.val_metrics.get("loss", info.data_loss))
+        if record:
+            rows.append({"outer_loss": loss, "val_loss": val, "hypergrad_norm": float(info.hypergrad_norm),
+                         "inner_iterations": int(info.inner_iterations), "time": time.perf_counter() - t0,
+                         **hparam_log(jax.device_get(info.hparams))})
+        if best is None or loss < best[1]:
+            best = (k, loss, params, val)
+        return loss, params
+
+    params = state.inner_params
+    for k in range(1, len(grid), 2):  # every other point: twice the grid's spacing
+        opt_state = fresh
+        loss, params = evaluate(k, params)
+        if loss is None or best[0] < k:  # not finite, or the loss rose: the best is behind
+            break
+    if best is None:  # not one finite point: start where the problem starts
+        return state, rows, None
+    k, _, params, val = best
+    if carry:  # the optimizer's trials: the best point (its start), then its two neighbours
+        opt_state = fresh
+        evaluate(k, params, record=False)
+    for j in (k - 1, k + 1):
+        if 0 <= j < len(grid):
+            evaluate(j, params)
+    k, _, params, val = best
+    if carry:
+        # at the optimizer's proposal: a quasi-Newton step from the best point with the
+        # curvature its neighbours gave (bounded by the distance to them)
+        new = state._replace(theta=proposal, opt_state=opt_state, inner_params=params, best_theta=proposal)
+    else:  # afresh at the best point
+        theta = grid[k]
+        new = state._replace(theta=theta, opt_state=bilevel.optimizer.init(theta), inner_params=params,
+                             best_theta=theta)
+    # the path did the coarse search the loose early tolerances are for: every later step
+    # solves to the final tolerance (warm-started near its solution, those solves are short)
+    new = new._replace(tight=True)
+    return new, rows, (grid[k], params, val)
 
 
 def _hparams_list(hparams_of: Callable, theta) -> dict:

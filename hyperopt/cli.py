@@ -59,6 +59,7 @@ PROG = "hyperopt-run"
 # hyperopt.bilevel.REFITS and StopRule's fields, spelled out so that checking a command line
 # does not import JAX (tests/test_cli_errors.py checks that they agree)
 REFITS = ("train_val", "train")
+STARTS = ("auto", "path", "init")
 STOP_KEYS = ("xtol", "ftol", "gtol", "window")
 
 
@@ -124,6 +125,7 @@ def check_config(cfg: DictConfig) -> None:
     _check(cfg, "cv_splitter", lambda v: isinstance(v, DictConfig) and "_target_" in v,
            "null or a splitter config with _target_ (e.g. sklearn.model_selection.KFold)", optional=True)
     _check(cfg, "refit", lambda v: v in REFITS, ", ".join(REFITS))
+    _check(cfg, "start", lambda v: v in STARTS, ", ".join(STARTS), optional=True)
     _check(cfg, "eval_every", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
            "an integer >= 0 (0: test metrics only at the end)")
     _check(cfg, "stop", lambda v: isinstance(v, DictConfig) and set(v) <= set(STOP_KEYS),
@@ -357,14 +359,15 @@ def fit_options(cfg: DictConfig) -> dict:
             "stop": _stop_rule(cfg), "refit": cfg.refit, "eval_every": cfg.eval_every,
             "population": cfg.get("population", 1),
             "population_range": tuple(cfg.get("population_range", (0.01, 100.0))),
-            "shard_data": cfg.get("shard_data", False), "program_key": program_key(cfg)}
+            "shard_data": cfg.get("shard_data", False), "program_key": program_key(cfg),
+            "start": cfg.get("start") or "auto"}
 
 
 # Settings that never change a compiled program (where the run logs, when it checkpoints; the
 # seed, which changes the splits and random starts: arguments, not the program — a problem's
 # own seed field is part of fit's key through the problem itself).
 _NOT_IN_PROGRAMS = ("hydra", "logger", "checkpoint_every", "resume", "debug", "compile_cache", "steps",
-                    "patience", "min_delta", "stop", "eval_every", "distributed", "seed")
+                    "patience", "min_delta", "stop", "eval_every", "distributed", "seed", "start")
 
 
 def program_key(cfg: DictConfig) -> str:

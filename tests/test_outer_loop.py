@@ -121,6 +121,54 @@ def test_holdout_lasso_returns_the_train_val_refit(sparse_regression):
     assert intercept == pytest.approx(sk.intercept_, rel=1e-6, abs=1e-9)
 
 
+def _sk_val_mse(lam, data, fit_intercept=True):
+    model = SkLasso(alpha=lam, fit_intercept=fit_intercept, tol=1e-12, max_iter=100_000).fit(
+        np.asarray(data.X_train), np.asarray(data.y_train))
+    return float(np.mean((model.predict(np.asarray(data.X_val)) - np.asarray(data.y_val)) ** 2))
+
+
+def test_path_start_evaluates_the_path_and_starts_at_its_best(sparse_regression):
+    """start="path" (the lasso's default): every other point of λ_max·10^(-k/10) until the
+    validation loss rises, then the two beside the best; each point's loss is
+    scikit-learn's; the run starts at the best and ends at least as low as a fine grid."""
+    data = sparse_regression
+    problem = Lasso()
+    result = fit(Bilevel(problem, hyperopt.CoordinateDescent, lbfgs_backtracking()), data, steps=30)
+    lam_max = problem.lambda_max(data)
+    lams = np.array([row["hparam/l1reg"] for row in result.path])
+    ks = 10 * np.log10(lam_max / lams)
+    np.testing.assert_allclose(ks, np.round(ks), atol=1e-9)
+    ks = np.round(ks).astype(int)
+    losses = np.array([row["val_loss"] for row in result.path])
+    n_coarse = len(ks) - 2
+    assert list(ks[:n_coarse]) == list(range(2, 2 * n_coarse + 1, 2))  # every other point, from the top
+    assert losses[n_coarse - 1] > losses[n_coarse - 2]  # it stopped where the loss rose
+    assert np.all(np.diff(losses[:n_coarse - 1]) < 0)  # ... and not before
+    best_coarse = ks[int(np.argmin(losses[:n_coarse]))]
+    assert sorted(ks[n_coarse:]) == [best_coarse - 1, best_coarse + 1]
+    sk = np.array([_sk_val_mse(lam, data) for lam in lams])
+    np.testing.assert_allclose(losses, sk, rtol=1e-3)  # at the path's inner tolerance (1e-4)
+    assert result.initial["start"] == "path"
+    assert result.initial["val_loss"] == pytest.approx(losses.min())
+    assert result.initial["hparams"]["l1reg"] == pytest.approx(lams[np.argmin(losses)])
+    fine = min(_sk_val_mse(lam, data) for lam in lam_max * np.geomspace(1, 1e-3, 301))
+    assert result.status == "converged"
+    assert _sk_val_mse(result.best_hparams["l1reg"], data) <= fine * (1 + 1e-5)
+
+
+def test_start_is_checked_and_init_starts_at_the_problems_start(sparse_regression):
+    data = sparse_regression
+    bilevel = Bilevel(Lasso(), hyperopt.CoordinateDescent, lbfgs_backtracking())
+    with pytest.raises(ValueError, match="start='grid'; allowed: auto, path, init"):
+        fit(bilevel, data, steps=1, start="grid")
+    with pytest.raises(ValueError, match="start='path': problem 'lasso' has no regularization path"):
+        fit(Bilevel(Lasso(init_l1reg=0.05), hyperopt.CoordinateDescent, lbfgs_backtracking()), data,
+            steps=1, start="path")
+    result = fit(bilevel, data, steps=1, start="init")
+    assert result.path is None and "start" not in result.initial
+    assert result.initial["hparams"]["l1reg"] == pytest.approx(0.1 * Lasso().lambda_max(data), rel=1e-12)
+
+
 def test_refit_train_returns_the_training_split_model(diabetes):
     result = fit(Bilevel(_without_intercept(Ridge), hyperopt.LBFGS, lbfgs_backtracking()), diabetes, steps=3,
                  refit="train")

@@ -105,6 +105,13 @@ class Problem:
         """The constrained hyperparameters (e.g. ``{"l2reg": exp(theta)}``)."""
         raise NotImplementedError
 
+    def path_grid(self, data: Dataset) -> list | None:
+        """Unconstrained hyperparameters along the regularization path, largest penalty
+        first: where :func:`~hyperopt.bilevel.fit`'s ``start="path"`` looks for the outer
+        loop's starting point (``None``: the problem has no such path; it starts at
+        :meth:`init_hparams`)."""
+        return None
+
     def init_params(self, data: Dataset, n_samples: int | None = None) -> Any:
         """Initial inner parameters, shaped for ``data``; ``n_samples`` is the size of the
         inner split when it is not the training split (k-fold CV uses train ∪ val), for

@@ -103,6 +103,7 @@ class Lasso(InterceptReadout, Problem):
       init_l1reg: an absolute first λ instead (must be below ``λ_max``).
       init_l2reg: the elastic net's first μ.
       fit_intercept: an unpenalized intercept (the model is ``{"coef", "intercept"}``).
+      path_per_decade: λ per decade of :meth:`path_grid` (``fit``'s ``start="path"``).
 
     Example:
       >>> problem = Lasso()
@@ -118,6 +119,7 @@ class Lasso(InterceptReadout, Problem):
     init_l1reg: float | None = None
     init_l2reg: float = 0.1
     fit_intercept: bool = True
+    path_per_decade: int = 10
 
     def __post_init__(self):
         if not 0 < self.init_ratio < 1:
@@ -149,6 +151,29 @@ class Lasso(InterceptReadout, Problem):
         if self.elastic_net:
             theta["l2reg"] = jax.device_put(np.asarray(np.log(self.init_l2reg), dtype))
         return theta
+
+    def path_grid(self, data, eps: float = 1e-3):
+        """λ = λ_max · 10^(-k/path_per_decade) for k = 1, 2, ... down to ``eps · λ_max`` (the
+        range of scikit-learn's ``LassoCV`` grid), every feature alike; the elastic net's μ
+        stays at ``init_l2reg``. ``None`` when ``init_l1reg`` gives an explicit start.
+
+        Example:
+          >>> [float(np.exp(t["l1reg"])) for t in Lasso().path_grid(data)][:2]   # 0.79, 0.63 λ_max
+        """
+        if self.init_l1reg is not None:
+            return None
+        shape = (data.n_features,) if self.per_feature else ()
+        dtype = data.X_train.dtype
+        lam_max = self.lambda_max(data)
+        per_decade = self.path_per_decade
+        count = int(round(per_decade * np.log10(1 / eps)))
+        grid = []
+        for k in range(1, count + 1):
+            theta = {"l1reg": jax.device_put(np.full(shape, np.log(lam_max) - k * np.log(10) / per_decade, dtype))}
+            if self.elastic_net:
+                theta["l2reg"] = jax.device_put(np.asarray(np.log(self.init_l2reg), dtype))
+            grid.append(theta)
+        return grid
 
     def hparams(self, theta):
         return {k: jnp.exp(v) for k, v in theta.items()}

@@ -65,6 +65,8 @@ from hyperopt.solvers.base import IterativeSolver, OptStep, default_tol
 
 __all__ = ["CDState", "CoordinateDescent"]
 
+NEWTON_CAP = 128  # largest support the Newton step solves for (a Cholesky of its Gram matrix)
+
 
 class CDState(NamedTuple):
     """State of :class:`CoordinateDescent`.
@@ -139,9 +141,10 @@ class CoordinateDescent(IterativeSolver):
         all ``p`` coordinates, so small working sets run several epochs per test).
       ws_caps: the working set's epochs run on its columns gathered into the smallest of
         these sizes (or ``p``) that holds it: small loop carries, fast updates.
-      newton: after a working set's epochs (gathered), a Newton step on the support
-        (when it has at most ``ws_caps[0]`` features) with its signs kept (exact for the lasso's quadratic once the signs
-        are right: tight tolerances in a few iterations instead of many epochs).
+      newton: after a working set's epochs, a Newton step on the support (at most
+        ``NEWTON_CAP`` = 128 features) with its signs kept: exact for the lasso's quadratic
+        once the signs are right (tight tolerances in a few iterations instead of many
+        epochs).
 
     Example:
       >>> w = CoordinateDescent(tol=1e-8).run(jnp.zeros(p), 0.1, X, y).params
@@ -156,7 +159,7 @@ class CoordinateDescent(IterativeSolver):
     ws_ratio: float = 0.1
     gap_ratio: float = 1e-2
     max_reps: int = 16
-    ws_caps: tuple = (128, 1024)
+    ws_caps: tuple = (256, 1024)
     newton: bool = True
 
     def __post_init__(self):
@@ -266,11 +269,11 @@ class CoordinateDescent(IterativeSolver):
         On the face ``{sign(w_S) fixed, w_{not S} = 0}`` the objective is a quadratic; its
         minimizer solves ``(X_Sᵀ W X_S / n + diag(μ_S)) Δ = F_S(w)`` (the support's optimality
         condition; Cholesky of the Gram matrix of the support's columns, gathered into
-        ``ws_caps[0]`` rows). Taken only when the support fits there, every sign stays and
+        ``NEWTON_CAP`` rows). Taken only when the support fits there, every sign stays and
         the solve is finite (a rank-deficient support is left to the epochs): it is then
         the solution up to rounding if the inactive features satisfy their conditions,
         which the next duality gap checks. Returns ``(w, r)``."""
-        cap = min(self.ws_caps[0], w.shape[0])
+        cap = min(NEWTON_CAP, w.shape[0])
         support = w != 0
         pos = jnp.argsort(~support, stable=True)[:cap]  # the support first
         inside, wk, sign = support[pos], w[pos], jnp.sign(w[pos])
