@@ -28,12 +28,15 @@ Methods, all handed the same arrays and folds:
   "neg_log_loss"``), each refit on train ∪ val at its best grid point.
 * hyperopt as ``hyperopt-run`` builds it from ``experiment=lasso_synthetic`` (lasso) or
   ``experiment=logistic_breast_cancer`` (logistic) — their problem, solver, mode, outer
-  optimizer, tolerance schedule, stopping rule, steps and refit — through
+  optimizer, tolerance schedule, stopping rule, start (the lasso: the best point of a coarse
+  path from λ_max down, ``start=auto``), steps and refit — through
   :func:`hyperopt.cli.build_bilevel` and :func:`hyperopt.bilevel.fit` with the folds above.
   **cold**: an empty persistent compilation cache and cleared in-process caches (what a
   first run pays); **warm**: in-process caches cleared again, the cache folder filled by
-  the cold run (what every later run and sweep job pays): the run reads its stored programs
-  whole (``compile_cache.compile_program``; nothing traced or compiled).
+  the cold run: the run reads its stored programs whole (``compile_cache.compile_program``;
+  nothing traced or compiled). A new process (a later ``hyperopt-run``, a sweep job) pays
+  more than this in-process figure: its first calls into JAX and the first run of each
+  loaded program (measured: ~1 s more on the hold-out lasso, under load).
 
 Columns: wall time (median of ``--repeats``), the criterion each method optimized (its own
 value: the grid's best mean CV / hold-out loss, or hyperopt's best outer loss), a common

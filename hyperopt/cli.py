@@ -296,6 +296,8 @@ def _summary(result: FitResult, labels: dict, bilevel: Bilevel, data) -> dict:
         "versions": {"hyperopt": hyperopt.__version__, "jax": jax.__version__,
                      "optax": optax.__version__, "python": platform.python_version()},
     }
+    if result.path:  # start=path: the penalties tried before the first outer step, and their losses
+        summary["path"] = result.path
     if result.population is not None:  # every member: where it started, its best, its loss
         summary["population"] = result.population
         summary["best_member"] = result.best_member

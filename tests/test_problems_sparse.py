@@ -218,3 +218,10 @@ def test_svmlight_file_round_trips_through_the_cli(tmp_path):
     assert summary["returned"]["test_r2"] == pytest.approx(float(metrics["test_r2"]), rel=1e-6)
     model = np.load(run_dir / "model.npz")
     assert model["coef"].shape == (p,)
+    # the lasso's default start: the path's points are in the summary, the run started at its best
+    lam_max = Lasso().lambda_max(data)
+    path_lams = [row["hparam/l1reg"] for row in summary["path"]]
+    assert path_lams[0] == pytest.approx(lam_max * 10 ** -0.2, rel=1e-9)
+    best = min(summary["path"], key=lambda row: row["val_loss"])
+    assert summary["initial"]["start"] == "path"
+    assert summary["initial"]["hparams"]["l1reg"] == pytest.approx(best["hparam/l1reg"], rel=1e-12)
