@@ -257,6 +257,7 @@ def compile_program(name: str, fn, args, key: str | None):
     path = program_path(name, key, args) if key is not None else None
     if path is not None and path.exists():
         t0 = time.perf_counter()
+        _init_custom_calls()
         try:
             payload, in_tree, out_tree = pickle.loads(path.read_bytes())
             compiled = serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
@@ -281,6 +282,22 @@ def compile_program(name: str, fn, args, key: str | None):
         except Exception:  # not serializable (e.g. host callbacks) or disk full: run anyway
             pass
     return compiled, info
+
+
+def _init_custom_calls() -> None:
+    """What lowering a linear-algebra op does before its program can run: point the CPU
+    LAPACK kernels (Cholesky, LU, ...) at their functions. A program read back whole skips
+    the lowering; run in a process that has lowered no such op, its LAPACK calls would jump
+    to null pointers (a segmentation fault)."""
+    try:
+        from jax._src.lax import linalg
+
+        linalg.initialize_lapack()
+    except (ImportError, AttributeError):  # another JAX: lower one Cholesky instead
+        import jax.numpy as jnp
+        import numpy as np
+
+        jax.jit(jnp.linalg.cholesky).lower(np.eye(1))
 
 
 def _evict(folder: Path) -> None:

@@ -102,3 +102,26 @@ def test_the_cli_key_ignores_the_seed_and_logging_but_not_the_optimizer():
     assert cli.program_key(_config(["outer.learning_rate=0.5"])) != base
     assert cli.program_key(_config(["solver.maxiter=123"])) != base
     assert cli.program_key(_config(["problem=lasso", "solver=coordinate_descent"])) != base
+
+
+def test_a_new_process_runs_a_stored_program_with_lapack_calls(tmp_path):
+    """The lasso's step holds a Cholesky (coordinate descent's Newton step): LAPACK kernels
+    that a program read back whole finds initialized only because compile_program does it
+    (a process that lowered nothing segfaulted there). Two hyperopt-run processes, the
+    second reading the first one's programs, same answer."""
+    import json
+
+    from clihelpers import hyperopt_run
+
+    cache = tmp_path / "cache"
+    summaries = []
+    for run in ("first", "second"):
+        done = hyperopt_run("experiment=lasso_synthetic", "logger=none", "steps=3", f"compile_cache={cache}",
+                            f"hydra.run.dir={tmp_path / run}", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+        summaries.append(json.loads((tmp_path / run / "summary.json").read_text()))
+    first, second = summaries
+    assert not first["compile"]["programs_loaded"] and second["compile"]["programs_loaded"]
+    assert second["compile"]["trace_s"] == 0
+    assert second["hparams"] == first["hparams"]
+    assert second["returned"]["test_loss"] == first["returned"]["test_loss"]
