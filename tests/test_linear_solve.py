@@ -109,7 +109,8 @@ def test_gmres_default_caps_matvecs_when_it_stagnates():
     # The cyclic shift with b = e_1: restarted GMRES(m), m < n, makes no progress at all
     # (the classic stagnation example). By default it now stops after ~10 * size(b)
     # products (JAX's default, 10 * size(b) restarts, is `restart` times more; on the
-    # implicit system of a loosely solved SVM dual, 10 790 unknowns, that ran for hours)
+    # badly conditioned implicit system of a loosely solved SVM dual, 10 790 unknowns, that
+    # ran for hours)
     # and reports the residual, which is still 1.
     n, restart = 40, 10
     A = jnp.roll(jnp.eye(n), 1, axis=0)
