@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import sys
 import time
 import warnings
@@ -312,9 +313,13 @@ def main(argv=None):
                     help="GMRES restarts (of 50 products) for implicit systems above 600 unknowns; "
                          "0: the library's default (at most 10 products per unknown)")
     ap.add_argument("--figures", default=str(Path(__file__).resolve().parent / "figures"))
+    ap.add_argument("--rows-out", default=None, help="write the measured rows to this JSON file")
+    ap.add_argument("--rows-in", default=None,
+                    help="comma-separated JSON files of earlier --rows-out runs: their rows join the "
+                         "tables and the figure (e.g. one run per solver; --parts '' to only merge)")
     ap.add_argument("--threads", type=int, default=1, choices=(0, 1), help="1: one thread (default)")
     opts = ap.parse_args(argv)
-    opts.parts = opts.parts.split(",")
+    opts.parts = [part for part in opts.parts.split(",") if part]
     opts.gmres_maxiter = opts.gmres_maxiter or None
     opts.iters_data = opts.iters_data or ("wine" if opts.quick else "digits")
     opts.solvers = opts.solvers.split(",")
@@ -341,6 +346,8 @@ def main(argv=None):
           "(one call when it takes over 2 s)\n")
     t_start = time.perf_counter()
     rows = []
+    for path in (opts.rows_in.split(",") if opts.rows_in else []):
+        rows += json.loads(Path(path).read_text())
     for part, fn in (("iters", part_iters), ("size", part_size), ("tol", part_tol)):
         if part in opts.parts:
             fn(opts, jax, jnp, np, rows)
@@ -349,12 +356,13 @@ def main(argv=None):
     fmt = {"temp MiB": ".4g", "hypergrad ms": ".4g", "compile s": ".2f", "unrolled / implicit time": ".2f",
            "unrolled / implicit memory": ".3g", "rel. error": ".1e",
            "lin. residual": ".1e"}
+    present = {r["part"] for r in rows}
     for part, title in (("iters", f"One hypergradient vs inner iterations ({opts.iters_data})"),
                         ("size", "One hypergradient vs problem size (synthetic, 5 classes)")):
-        if part in opts.parts:
+        if part in present:
             print(f"\n### {title}\n")
             print(markdown_table([r for r in rows if r["part"] == part], cost_cols, fmt))
-    if "tol" in opts.parts:
+    if "tol" in present:
         print("\n### Hypergradient error vs inner tolerance\n")
         print(markdown_table([r for r in rows if r["part"] == "tol"],
                              ["data", "solver", "maxiter", "tol", "mode", "iters", "hypergradient",
@@ -363,6 +371,8 @@ def main(argv=None):
     print("\nunrolled / implicit: ratios in the same row pair (> 1: implicit is cheaper). temp MiB: XLA's "
           "temporary buffers of the compiled hypergradient. iters: iterations (BCD: epochs) of the "
           "inner solve; with tol 1e-300 every solve runs maxiter. Provisional under load.")
+    if opts.rows_out:
+        Path(opts.rows_out).write_text(json.dumps(rows, indent=1))
     figure = Path(opts.figures) / "svm_cost.png"
     plot(rows, figure, np)
     print(f"\nfigure: {figure}\ntotal runtime: {time.perf_counter() - t_start:.1f} s")
