@@ -11,7 +11,7 @@ step 1/L), hypergradient d(validation cross-entropy)/dθ in float64 through
 :class:`hyperopt.bilevel.Bilevel` — implicit (``inner_solve`` + ``implicit_hypergradient``,
 the root_vjp of the outer loop) vs unrolled (``unrolled_hypergradient``).
 
-* ``iters``: digits (1078 × 64, 10 classes: 10 780 dual variables), every solve running
+* ``iters``: digits (1079 × 64, 10 classes: 10 790 dual variables), every solve running
   exactly ``maxiter`` iterations (tol 1e-300; BCD: epochs). Columns: median wall time of the
   compiled hypergradient, XLA's temporary memory (``compiled.memory_analysis()``), and the
   relative error against a central finite difference of BCD solves at tol 1e-12.
