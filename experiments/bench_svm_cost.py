@@ -147,8 +147,8 @@ def part_iters(opts, jax, jnp, np, rows):
                             and r["mode"] == mode and "hypergrad ms" in r]
                 if "hypergrad ms" not in m and previous:  # not run: time from the measured slope
                     last = previous[-1]
-                    m["note"] += (f"; time est. {last['hypergrad ms'] * maxiter / last['maxiter'] / 1e3:.0f} s "
-                                  f"(linear from maxiter {last['maxiter']})")
+                    estimate = last["hypergrad ms"] * maxiter / last["maxiter"] / 1e3
+                    m["note"] += f"; time est. {estimate:.0f} s (linear from maxiter {last['maxiter']})"
                 pair[mode] = m
                 row = {"part": "iters", "data": label, "solver": solver, "maxiter": maxiter,
                        "mode": mode, **m}
@@ -352,7 +352,8 @@ def main(argv=None):
         if part in opts.parts:
             fn(opts, jax, jnp, np, rows)
     cost_cols = ["data", "solver", "maxiter", "mode", "iters", "hypergrad ms", "temp MiB", "compile s",
-                 "unrolled / implicit time", "unrolled / implicit memory", "rel. error", "lin. residual", "note"]
+                 "unrolled / implicit time", "unrolled / implicit memory", "rel. error", "lin. residual",
+                 "note"]
     fmt = {"temp MiB": ".4g", "hypergrad ms": ".4g", "compile s": ".2f", "unrolled / implicit time": ".2f",
            "unrolled / implicit memory": ".3g", "rel. error": ".1e",
            "lin. residual": ".1e"}
