@@ -107,7 +107,7 @@ def measure(f, args, repeats, max_bytes, jax):
     temp = float(analysis.temp_size_in_bytes) if analysis is not None else float("nan")
     out = {"compile s": compile_s, "temp MiB": temp / MIB}
     if temp > max_bytes:
-        out["note"] = f"not run: needs {temp / 2**30:.1f} GiB"
+        out["note"] = f"not run: needs {temp / 2**30:.3g} GiB"
         return out
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -148,7 +148,7 @@ def part_iters(opts, jax, jnp, np, rows):
                 if "hypergrad ms" not in m and previous:  # not run: time from the measured slope
                     last = previous[-1]
                     estimate = last["hypergrad ms"] * maxiter / last["maxiter"] / 1e3
-                    m["note"] += f"; time est. {estimate:.0f} s (linear from maxiter {last['maxiter']})"
+                    m["note"] += f"; time est. {estimate:.3g} s (linear from maxiter {last['maxiter']})"
                 pair[mode] = m
                 row = {"part": "iters", "data": label, "solver": solver, "maxiter": maxiter,
                        "mode": mode, **m}
