@@ -11,7 +11,7 @@ step 1/L), hypergradient d(validation cross-entropy)/dθ in float64 through
 :class:`hyperopt.bilevel.Bilevel` — implicit (``inner_solve`` + ``implicit_hypergradient``,
 the root_vjp of the outer loop) vs unrolled (``unrolled_hypergradient``).
 
-* ``iters``: digits (1078 × 64, 10 classes: 10 780 dual variables), every solve running
+* ``iters``: digits (1079 × 64, 10 classes: 10 790 dual variables), every solve running
   exactly ``maxiter`` iterations (tol 1e-300; BCD: epochs). Columns: median wall time of the
   compiled hypergradient, XLA's temporary memory (``compiled.memory_analysis()``), and the
   relative error against a central finite difference of BCD solves at tol 1e-12.
@@ -22,13 +22,21 @@ the root_vjp of the outer loop) vs unrolled (``unrolled_hypergradient``).
   float64 central finite difference of BCD solves at tol 1e-13).
 
 Functions whose compiled temporary memory exceeds ``--max-run-gib`` are compiled (their
-memory reported) but not run.
+memory reported) but not run (their time estimated linearly from the previous maxiter).
+
+The implicit system (n·K unknowns, digits 10 790) is solved by GMRES capped at
+``--gmres-maxiter`` restarts (default 20, i.e. 1000 products); ``lin. residual`` is its
+relative residual. Far from the solution the system is badly conditioned (rows of β with
+several nonzeros span more directions than the rank-d·K Hessian: digits, projected gradient
+after 100 steps, residual 4e-5 after 1000 products), and the row says so instead of running
+for hours (JAX's GMRES default: 10·n·K restarts; the library's: 10·n·K products).
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import json
 import sys
 import time
 import warnings
@@ -41,35 +49,44 @@ MIB = 2.0 ** 20
 SOLVERS = ("bcd", "pg", "md")
 
 
-def solver_factory(name, maxiter, implicit):
+def solver_factory(name, maxiter, implicit, gmres_maxiter=None):
     from hyperopt import BlockCoordinateDescent, MirrorDescent, ProjectedGradient
+    from hyperopt.linear_solve import solve_gmres
+    # The implicit system has n·K unknowns (digits: 10 790), above solve_auto's dense
+    # threshold: GMRES. It is badly conditioned (or singular) while the dual is far from
+    # converged (rows with several nonzeros span more directions than the rank-d·K Hessian),
+    # so GMRES converges slowly there: a cap on its restarts bounds the cost, and the row
+    # reports the residual.
+    solve = None if gmres_maxiter is None else functools.partial(solve_gmres, maxiter=gmres_maxiter)
+    common = {"maxiter": maxiter, "implicit_diff": implicit, "implicit_diff_solve": solve}
     if name == "bcd":
-        return functools.partial(BlockCoordinateDescent, maxiter=maxiter, implicit_diff=implicit)
+        return functools.partial(BlockCoordinateDescent, **common)
     if name == "pg":
-        return functools.partial(ProjectedGradient, maxiter=maxiter, stepsize=1.0, acceleration=True,
-                                 implicit_diff=implicit)
-    return functools.partial(MirrorDescent, maxiter=maxiter, stepsize=1.0, implicit_diff=implicit)
+        return functools.partial(ProjectedGradient, stepsize=1.0, acceleration=True, **common)
+    return functools.partial(MirrorDescent, stepsize=1.0, **common)
 
 
-def svm_hypergradient(solver, maxiter, implicit, data, jax, jnp, lam=10.0):
-    """``(f, args)``: ``f(theta, splits, tol) -> (val loss, hypergradient, iterations)``."""
+def svm_hypergradient(solver, maxiter, implicit, data, jax, jnp, lam=10.0, gmres_maxiter=None):
+    """``(f, args)``: ``f(theta, splits, tol) -> (val loss, hypergradient, iterations, residual)``
+    (residual: the relative residual of the implicit linear system; NaN when unrolled)."""
     import optax
 
     from hyperopt.bilevel import Bilevel, make_splits
     from hyperopt.problems import SVMDual
 
     problem = SVMDual(init_l2reg=lam)
-    bilevel = Bilevel(problem, solver_factory(solver, maxiter, implicit), optax.sgd(0.0), inner_tol=None)
+    bilevel = Bilevel(problem, solver_factory(solver, maxiter, implicit, gmres_maxiter), optax.sgd(0.0),
+                      inner_tol=None)
     splits = make_splits(problem, data, 0)
 
     def f(theta, splits, tol):
         if implicit:
             params, states = bilevel.inner_solve(theta, splits.cold_params, splits, tol)
-            loss, grad, _ = bilevel.implicit_hypergradient(theta, params, splits, tol)
+            loss, grad, residual = bilevel.implicit_hypergradient(theta, params, splits, tol)
         else:
             loss, grad, sols = bilevel.unrolled_hypergradient(theta, splits.cold_params, splits, tol)
-            states = sols.state
-        return loss, grad, jnp.max(states.iter_num)
+            states, residual = sols.state, jnp.asarray(jnp.nan, loss.dtype)
+        return loss, grad, jnp.max(states.iter_num), residual
 
     return f, (problem.init_hparams(data), splits)
 
@@ -90,19 +107,22 @@ def measure(f, args, repeats, max_bytes, jax):
     temp = float(analysis.temp_size_in_bytes) if analysis is not None else float("nan")
     out = {"compile s": compile_s, "temp MiB": temp / MIB}
     if temp > max_bytes:
-        out["note"] = f"not run: needs {temp / 2**30:.1f} GiB"
+        out["note"] = f"not run: needs {temp / 2**30:.3g} GiB"
         return out
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         t0 = time.perf_counter()
-        loss, grad, iters = jax.block_until_ready(compiled(*args))
+        loss, grad, iters, residual = jax.block_until_ready(compiled(*args))
         first = time.perf_counter() - t0
         times = [first]
         for _ in range(repeats - 1 if first < 2.0 else 0):  # long calls: the first one suffices
             t0 = time.perf_counter()
             jax.block_until_ready(compiled(*args))
             times.append(time.perf_counter() - t0)
-    out.update({"hypergrad ms": 1e3 * median(times), "hypergradient": float(grad), "iters": int(iters)})
+    out.update({"hypergrad ms": 1e3 * median(times), "hypergradient": float(grad), "iters": int(iters),
+                "lin. residual": float(residual)})
+    if float(residual) > 1e-6:
+        out["note"] = "implicit system not solved (GMRES at its cap)"
     return out
 
 
@@ -119,9 +139,16 @@ def part_iters(opts, jax, jnp, np, rows):
         for maxiter in opts.maxiters:
             pair = {}
             for implicit in (True, False):
-                f, (theta, splits) = svm_hypergradient(solver, maxiter, implicit, data, jax, jnp)
+                f, (theta, splits) = svm_hypergradient(solver, maxiter, implicit, data, jax, jnp,
+                                                       gmres_maxiter=opts.gmres_maxiter)
                 m = measure(f, (theta, splits, tol), opts.repeats, opts.max_run_gib * 2**30, jax)
                 mode = "implicit" if implicit else "unrolled"
+                previous = [r for r in rows if r["part"] == "iters" and r["solver"] == solver
+                            and r["mode"] == mode and "hypergrad ms" in r]
+                if "hypergrad ms" not in m and previous:  # not run: time from the measured slope
+                    last = previous[-1]
+                    estimate = last["hypergrad ms"] * maxiter / last["maxiter"] / 1e3
+                    m["note"] += f"; time est. {estimate:.3g} s (linear from maxiter {last['maxiter']})"
                 pair[mode] = m
                 row = {"part": "iters", "data": label, "solver": solver, "maxiter": maxiter,
                        "mode": mode, **m}
@@ -149,7 +176,8 @@ def part_size(opts, jax, jnp, np, rows):
         for solver in opts.size_solvers:
             pair = {}
             for implicit in (True, False):
-                f, (theta, splits) = svm_hypergradient(solver, opts.size_maxiter, implicit, data, jax, jnp)
+                f, (theta, splits) = svm_hypergradient(solver, opts.size_maxiter, implicit, data, jax, jnp,
+                                                       gmres_maxiter=opts.gmres_maxiter)
                 m = measure(f, (theta, splits, tol), opts.repeats, opts.max_run_gib * 2**30, jax)
                 mode = "implicit" if implicit else "unrolled"
                 pair[mode] = m
@@ -216,7 +244,8 @@ def tol_rows(f, args, exact, data, solver, implicit, opts, jax, jnp, rows):
     for tol in opts.tols:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            _, grad, iters = compiled(theta, splits, jnp.asarray(tol))
+            out = compiled(theta, splits, jnp.asarray(tol))
+        grad, iters = out[1], out[2]
         rows.append({"part": "tol", "data": data, "solver": solver, "maxiter": opts.tol_maxiter, "tol": tol,
                      "mode": "implicit" if implicit else "unrolled", "iters": int(iters),
                      "hypergradient": float(grad), "rel. error": abs(float(grad) - exact) / abs(exact)})
@@ -280,10 +309,18 @@ def main(argv=None):
     ap.add_argument("--tol-maxiter", type=int, default=None, help="default 5000 (quick 2000)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-run-gib", type=float, default=8.0)
+    ap.add_argument("--gmres-maxiter", type=int, default=20,
+                    help="GMRES restarts (of 50 products) for implicit systems above 600 unknowns; "
+                         "0: the library's default (at most 10 products per unknown)")
     ap.add_argument("--figures", default=str(Path(__file__).resolve().parent / "figures"))
+    ap.add_argument("--rows-out", default=None, help="write the measured rows to this JSON file")
+    ap.add_argument("--rows-in", default=None,
+                    help="comma-separated JSON files of earlier --rows-out runs: their rows join the "
+                         "tables and the figure (e.g. one run per solver; --parts '' to only merge)")
     ap.add_argument("--threads", type=int, default=1, choices=(0, 1), help="1: one thread (default)")
     opts = ap.parse_args(argv)
-    opts.parts = opts.parts.split(",")
+    opts.parts = [part for part in opts.parts.split(",") if part]
+    opts.gmres_maxiter = opts.gmres_maxiter or None
     opts.iters_data = opts.iters_data or ("wine" if opts.quick else "digits")
     opts.solvers = opts.solvers.split(",")
     for s in opts.solvers:
@@ -309,19 +346,24 @@ def main(argv=None):
           "(one call when it takes over 2 s)\n")
     t_start = time.perf_counter()
     rows = []
+    for path in (opts.rows_in.split(",") if opts.rows_in else []):
+        rows += json.loads(Path(path).read_text())
     for part, fn in (("iters", part_iters), ("size", part_size), ("tol", part_tol)):
         if part in opts.parts:
             fn(opts, jax, jnp, np, rows)
     cost_cols = ["data", "solver", "maxiter", "mode", "iters", "hypergrad ms", "temp MiB", "compile s",
-                 "unrolled / implicit time", "unrolled / implicit memory", "rel. error", "note"]
+                 "unrolled / implicit time", "unrolled / implicit memory", "rel. error", "lin. residual",
+                 "note"]
     fmt = {"temp MiB": ".4g", "hypergrad ms": ".4g", "compile s": ".2f", "unrolled / implicit time": ".2f",
-           "unrolled / implicit memory": ".3g", "rel. error": ".1e"}
+           "unrolled / implicit memory": ".3g", "rel. error": ".1e",
+           "lin. residual": ".1e"}
+    present = {r["part"] for r in rows}
     for part, title in (("iters", f"One hypergradient vs inner iterations ({opts.iters_data})"),
                         ("size", "One hypergradient vs problem size (synthetic, 5 classes)")):
-        if part in opts.parts:
+        if part in present:
             print(f"\n### {title}\n")
             print(markdown_table([r for r in rows if r["part"] == part], cost_cols, fmt))
-    if "tol" in opts.parts:
+    if "tol" in present:
         print("\n### Hypergradient error vs inner tolerance\n")
         print(markdown_table([r for r in rows if r["part"] == "tol"],
                              ["data", "solver", "maxiter", "tol", "mode", "iters", "hypergradient",
@@ -330,6 +372,8 @@ def main(argv=None):
     print("\nunrolled / implicit: ratios in the same row pair (> 1: implicit is cheaper). temp MiB: XLA's "
           "temporary buffers of the compiled hypergradient. iters: iterations (BCD: epochs) of the "
           "inner solve; with tol 1e-300 every solve runs maxiter. Provisional under load.")
+    if opts.rows_out:
+        Path(opts.rows_out).write_text(json.dumps(rows, indent=1))
     figure = Path(opts.figures) / "svm_cost.png"
     plot(rows, figure, np)
     print(f"\nfigure: {figure}\ntotal runtime: {time.perf_counter() - t_start:.1f} s")

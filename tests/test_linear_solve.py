@@ -105,6 +105,33 @@ def test_nonconverged_solve_warns_with_residual(name):
         solver(lambda v: jnp.asarray(A) @ v, b)
 
 
+def test_gmres_default_caps_matvecs_when_it_stagnates():
+    # The cyclic shift with b = e_1: restarted GMRES(m), m < n, makes no progress at all
+    # (the classic stagnation example). By default it now stops after ~10 * size(b)
+    # products (JAX's default, 10 * size(b) restarts, is `restart` times more; on the
+    # badly conditioned implicit system of a loosely solved SVM dual, 10 790 unknowns, that
+    # ran for hours)
+    # and reports the residual, which is still 1.
+    n, restart = 40, 10
+    A = jnp.roll(jnp.eye(n), 1, axis=0)
+    calls = []
+
+    def matvec(v):
+        jax.debug.callback(lambda: calls.append(1))
+        return A @ v
+
+    with pytest.warns(hyperopt.LinearSolveWarning, match=r"solve_gmres did not converge: relative "
+                                                         r"residual 1 > .*maxiter=40\)"):
+        x = ls.solve_gmres(matvec, jnp.eye(n)[0], restart=restart)
+    assert 10 * n <= len(calls) <= 10 * n + 3 * 40  # JAX's default: 10 * n * restart = 4000
+    np.testing.assert_allclose(x, 0.0, atol=1e-12)  # no progress, as the theory says
+    # an explicit maxiter is kept: 2 restarts
+    calls.clear()
+    with pytest.warns(hyperopt.LinearSolveWarning, match=r"maxiter=2\)"):
+        ls.solve_gmres(matvec, jnp.eye(n)[0], restart=restart, maxiter=2)
+    assert 2 * restart <= len(calls) <= 2 * restart + 6
+
+
 def test_nonconverged_solve_raises_when_asked_eager_and_jit():
     A = jnp.asarray(_spd(50, cond=1e6))
     solve = functools.partial(ls.solve_cg, maxiter=1, on_failure="raise")
