@@ -205,35 +205,3 @@ def test_problem_rejects_wrong_task_and_solver(diabetes, cancer):
         Ridge().inner_solver(hyperopt.ProximalGradient)
     with pytest.raises(ValueError, match="cv_folds=1; allowed"):
         make_splits(Ridge(), diabetes, cv_folds=1)
-
-
-def test_per_feature_logistic_preconditioned_solution_and_hypergradient(cancer):
-    """Per-feature penalties spread over 6 decades: the preconditioned inner problem (U = W / r)
-    reads out a minimizer of the unscaled objective, and its implicit hypergradient is
-    the central finite difference of the validation loss (float64)."""
-    from hyperopt.problems.logistic import objective
-
-    problem = Logistic(per_feature=True)
-    rng = np.random.default_rng(0)
-    theta = jnp.asarray(np.log(1e-2) + 2.3 * rng.uniform(-3, 3, cancer.n_features))
-    bilevel = Bilevel(problem, functools.partial(hyperopt.LBFGS, maxiter=5000), optax.sgd(0.1))
-    splits = make_splits(problem, cancer)
-    tol = jnp.asarray(1e-11)
-    init = jax.tree.map(lambda a: a[None], problem.init_params(cancer))
-    params, states = bilevel.inner_solve(theta, init, splits, tol)
-    assert bool(states.converged[0])
-    first = jax.tree.map(lambda a: a[0], params)
-    w_ones = jnp.ones(cancer.n_train)
-    model = problem.readout(first, theta, cancer.X_train, cancer.y_train, w_ones)
-    p = cancer.n_features
-    # the readout minimizes the unscaled objective: its gradient in (W, b) vanishes
-    g = jax.grad(objective)(model, jnp.exp(theta), cancer.X_train, cancer.y_train, w_ones)
-    assert float(jnp.max(jnp.abs(g["W"]))) < 1e-9 and float(jnp.max(jnp.abs(g["b"]))) < 1e-9
-    loss, grad, _ = bilevel.implicit_hypergradient(theta, params, splits, tol)
-    value = lambda t: float(bilevel.implicit_hypergradient(
-        t, bilevel.inner_solve(t, init, splits, tol)[0], splits, tol)[0])
-    for j in np.argsort(-np.abs(np.asarray(grad)))[:3]:  # FD resolves the largest entries
-        h = 1e-4
-        e = jnp.zeros(p).at[j].set(h)
-        fd = (value(theta + e) - value(theta - e)) / (2 * h)
-        assert float(grad[j]) == pytest.approx(fd, rel=1e-5, abs=1e-10)
