@@ -10,7 +10,6 @@ and the GMRES path, checked against central finite differences (float64) and the
 import functools
 import json
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
