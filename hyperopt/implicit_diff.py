@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from hyperopt.linear_solve import relative_residual, solve_auto
+from hyperopt.linear_solve import solve_auto, system_residual
 from hyperopt.tree_util import partition_static
 
 __all__ = ["custom_fixed_point", "custom_root", "root_jvp", "root_vjp"]
@@ -75,7 +75,9 @@ def root_jvp(optimality_fun: Callable, sol, args: tuple, tangents: tuple,
       args: tuple of the arguments ``θ`` of ``F`` after ``x``.
       tangents: tuple like ``args`` holding the direction ``dθ``.
       solve: linear solver ``solve(matvec, b) -> x`` (default :func:`solve_auto`).
-      return_residual: also return ``||A dx - b|| / ||b||`` of the linear system.
+      return_residual: also return ``||A dx - b|| / ||b||`` of the linear system (or, when
+        that is not small, its normal equations' residual where smaller:
+        :func:`~hyperopt.linear_solve.system_residual`).
 
     Returns:
       ``dx`` (a pytree like ``sol``), or ``(dx, residual)``.
@@ -90,7 +92,7 @@ def root_jvp(optimality_fun: Callable, sol, args: tuple, tangents: tuple,
     matvec = lambda u: jax.jvp(lambda x: optimality_fun(x, *args), (sol,), (u,))[1]
     dx = _linear_solve(matvec, rhs, solve)  # several leaves: one flat system (see there)
     if return_residual:
-        return dx, relative_residual(matvec, rhs, dx)
+        return dx, system_residual(matvec, rhs, dx)
     return dx
 
 
@@ -110,7 +112,8 @@ def root_vjp(optimality_fun: Callable, sol, args: tuple, cotangent,
       args: tuple of the arguments ``θ`` of ``F`` after ``x``.
       cotangent: ``v``, a pytree like ``sol`` (e.g. ``∇ₓ L(x*)`` of an outer loss).
       solve: linear solver ``solve(matvec, b) -> x`` (default :func:`solve_auto`).
-      return_residual: also return ``||Aᵀu - v|| / ||v||`` of the linear system.
+      return_residual: also return ``||Aᵀu - v|| / ||v||`` of the linear system (or its
+        normal equations' residual: :func:`~hyperopt.linear_solve.system_residual`).
 
     Returns:
       A tuple like ``args`` with ``vᵀ ∂x*/∂θᵢ`` for each argument, or ``(that, residual)``.
@@ -125,7 +128,7 @@ def root_vjp(optimality_fun: Callable, sol, args: tuple, cotangent,
     _, vjp_args = jax.vjp(lambda *a: optimality_fun(sol, *a), *args)
     out = tuple(jax.tree.map(_negate, g) for g in vjp_args(u))
     if return_residual:
-        return out, relative_residual(matvec_t, cotangent, u)
+        return out, system_residual(matvec_t, cotangent, u)
     return out
 
 

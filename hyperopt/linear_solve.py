@@ -52,6 +52,7 @@ __all__ = [
     "LinearSolveError",
     "LinearSolveWarning",
     "relative_residual",
+    "system_residual",
     "solve_auto",
     "solve_bicgstab",
     "solve_cg",
@@ -503,6 +504,20 @@ def _normal_residual(matvec, b, x):
     rmatvec = lambda v: jax.linear_transpose(matvec, b)(v)[0]
     ref = tree_norm(rmatvec(b))
     return tree_norm(rmatvec(jax.tree.map(jnp.subtract, matvec(x), b))) / jnp.where(ref > 0, ref, 1.0)
+
+
+def system_residual(matvec: Matvec, b, x) -> jax.Array:
+    """:func:`relative_residual`, or, where that is above ``sqrt(eps)``, the smaller of it
+    and the normal equations' ``||Aᵀ(Ax - b)|| / ||Aᵀb||``: small at an exact solution and
+    at the least-squares one that :func:`solve_auto` returns for a singular, inconsistent
+    system (a lasso support with collinear columns).
+
+    Example:
+      >>> system_residual(lambda v: A @ v, b, solve_auto(lambda v: A @ v, b))
+    """
+    rel = relative_residual(matvec, b, x)
+    bar = float(np.sqrt(np.finfo(rel.dtype).eps))
+    return jax.lax.cond(rel <= bar, lambda: rel, lambda: jnp.minimum(rel, _normal_residual(matvec, b, x)))
 
 
 def _gmres_or_lstsq(matvec, b, *, tol, maxiter, on_failure):
