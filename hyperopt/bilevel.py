@@ -708,8 +708,9 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
       start: where the outer loop starts. ``"path"``: at the best point of a coarse
         regularization path (:meth:`~hyperopt.problems.base.Problem.path_grid`; the lasso:
         10 λ per decade from λ_max down), evaluated with the compiled step at the final
-        inner tolerance, warm-started along the path: every other point until the
-        outer loss rises, then the two points beside the best; the default outer optimizer
+        inner tolerance, warm-started along the path: from the grid point nearest the
+        problem's start, every other point in the direction its hypergradient gives until
+        the outer loss rises, then the two points beside the best; the default outer optimizer
         (:func:`~hyperopt.outer.lbfgs_backtracking`) keeps what it learnt there (the path's
         points are its trials), any other optimizer starts afresh at the best point. The
         path finds the basin a local hypergradient method would miss when the validation
@@ -925,20 +926,21 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
 
 
 def _run_path(bilevel: Bilevel, grid: list, state: OuterState, step_c, splits: Splits, tol, dtype):
-    """``fit``'s ``start="path"``: the compiled step at every other grid point (largest penalty
-    first, inner solves warm-started along the path) until the outer loss rises, then at
-    the two grid points between the best of those and its neighbours. Returns the state
-    the outer loop starts from, the path's rows, and ``(θ, inner params, validation loss)``
-    of its best point."""
+    """``fit``'s ``start="path"``: the compiled step at the grid point nearest the problem's
+    start, then at every other point in the direction the hypergradient gives (inner solves
+    warm-started along the way) until the outer loss rises, then at the two points beside
+    the best. Returns the state the outer loop starts from, the path's rows, and
+    ``(θ, inner params, validation loss)`` of its best point."""
     from hyperopt.outer import LBFGSBacktrackingState
 
-    # lbfgs_backtracking takes the path's points as its trials (they teach it the curvature
-    # around the best one); other optimizers start afresh at the best point
+    # lbfgs_backtracking takes the best point and its neighbours as its trials (they teach it
+    # the curvature there); other optimizers start afresh at the best point
     carry = isinstance(state.opt_state, LBFGSBacktrackingState)
     one = _device(1.0, dtype)
     fresh = state.opt_state
     opt_state, rows, best, proposal = fresh, [], None, None
     t0 = time.perf_counter()
+    flat = lambda theta: np.concatenate([np.ravel(np.asarray(v)) for v in jax.tree.leaves(theta)])
 
     def evaluate(k, params, record=True):
         nonlocal opt_state, best, proposal
@@ -946,7 +948,7 @@ def _run_path(bilevel: Bilevel, grid: list, state: OuterState, step_c, splits: S
         proposal, opt_state, params, info = out
         loss = float(info.outer_loss)
         if not (math.isfinite(loss) and _finite(info.hypergrad)):
-            return None, params
+            return None, params, None
         val = float(info.data_loss) if splits.n_folds > 1 else float(info.val_metrics.get("loss", info.data_loss))
         if record:
             rows.append({"outer_loss": loss, "val_loss": val, "hypergrad_norm": float(info.hypergrad_norm),
@@ -954,21 +956,26 @@ def _run_path(bilevel: Bilevel, grid: list, state: OuterState, step_c, splits: S
                          **hparam_log(jax.device_get(info.hparams))})
         if best is None or loss < best[1]:
             best = (k, loss, params, val)
-        return loss, params
+        return loss, params, info.hypergrad
 
-    params = state.inner_params
-    for k in range(1, len(grid), 2):  # every other point: twice the grid's spacing
-        opt_state = fresh
-        loss, params = evaluate(k, params)
-        if loss is None or best[0] < k:  # not finite, or the loss rose: the best is behind
-            break
-    if best is None:  # not one finite point: start where the problem starts
+    # where the problem would start, and which way along the path the loss decreases there
+    start = flat(state.theta)
+    k = int(np.argmin([np.sum((flat(t) - start) ** 2) for t in grid]))
+    loss, params, grad = evaluate(k, state.inner_params)
+    if loss is None:  # not finite: start where the problem starts
         return state, rows, None
+    j = k + 1 if k + 1 < len(grid) else k - 1
+    slope = float(np.dot(flat(grad), flat(grid[j]) - flat(grid[k]))) * (1 if j > k else -1)
+    step = -2 if slope > 0 else 2  # slope: d loss / d(grid index), from the hypergradient
+    for k in range(k + step, len(grid) if step > 0 else -1, step):  # every other point
+        loss, params, _ = evaluate(k, params)
+        if loss is None or best[0] != k:  # not finite, or the loss rose: the best is behind
+            break
     k, _, params, val = best
     if carry:  # the optimizer's trials: the best point (its start), then its two neighbours
         opt_state = fresh
         evaluate(k, params, record=False)
-    for j in (k - 1, k + 1):
+    for j in (k - 1, k + 1):  # never evaluated yet: the walk moved two points at a time
         if 0 <= j < len(grid):
             evaluate(j, params)
     k, _, params, val = best
