@@ -53,7 +53,7 @@ def test_unroll_true_matches_jaxopt_and_closed_form(name, implicit_diff):
     w0 = jnp.zeros(X.shape[1])
 
     def hyper(solver):
-        return jax.grad(lambda l: jnp.sum(solver.run(w0, l, X, y).params))(lam)
+        return jax.grad(lambda lam_: jnp.sum(solver.run(w0, lam_, X, y).params))(lam)
 
     w_ours, w_theirs = ours.run(w0, lam, X, y).params, theirs.run(w0, lam, X, y).params
     np.testing.assert_allclose(w_ours, _closed_form(lam, X, y), rtol=1e-7)
@@ -78,9 +78,9 @@ def test_unroll_false_without_implicit_diff_is_not_reverse_differentiable_as_jax
         np.testing.assert_allclose(solver.run(w0, 0.3, X, y).params,
                                    _closed_form(0.3, X, y), rtol=1e-3)
         with pytest.raises(ValueError, match="while_loop"):
-            jax.grad(lambda l: jnp.sum(solver.run(w0, l, X, y).params))(0.3)
+            jax.grad(lambda lam_: jnp.sum(solver.run(w0, lam_, X, y).params))(0.3)
         # forward mode goes through the while loop
-        jax.jvp(lambda l: solver.run(w0, l, X, y).params, (0.3,), (1.0,))
+        jax.jvp(lambda lam_: solver.run(w0, lam_, X, y).params, (0.3,), (1.0,))
 
 
 def test_unroll_bad_value_is_one_line():
@@ -200,6 +200,6 @@ def test_value_and_grad_option_matches_jaxopt(name, has_aux):
     plain = getattr(hyperopt, name)(fun=ridge, maxiter=500, tol=1e-9,
                                     **({"projection": hyperopt.projection.projection_non_negative}
                                        if name == "ProjectedGradient" else {}))
-    g = lambda s: jax.grad(lambda l: jnp.sum(s.run(w0, *extra, l, X, y).params))(lam)
+    g = lambda s: jax.grad(lambda lam_: jnp.sum(s.run(w0, *extra, lam_, X, y).params))(lam)
     np.testing.assert_allclose(g(ours), g(plain), rtol=1e-6)
     np.testing.assert_allclose(g(ours), g(theirs), rtol=1e-4)
