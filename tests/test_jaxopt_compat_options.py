@@ -203,3 +203,16 @@ def test_value_and_grad_option_matches_jaxopt(name, has_aux):
     g = lambda s: jax.grad(lambda lam_: jnp.sum(s.run(w0, *extra, lam_, X, y).params))(lam)
     np.testing.assert_allclose(g(ours), g(plain), rtol=1e-6)
     np.testing.assert_allclose(g(ours), g(theirs), rtol=1e-4)
+
+
+# -- solve_cg(M=) ----------------------------------------------------------------------------
+def test_solve_cg_preconditioner_matches_jaxopt_and_numpy():
+    rng = np.random.RandomState(0)
+    B = rng.randn(30, 30)
+    A = jnp.asarray(B @ B.T + np.diag(np.linspace(1, 100, 30)))
+    b = jnp.asarray(rng.randn(30))
+    jacobi = lambda v: v / jnp.diag(A)
+    ours = hyperopt.linear_solve.solve_cg(lambda v: A @ v, b, tol=1e-12, M=jacobi)
+    theirs = jaxopt.linear_solve.solve_cg(lambda v: A @ v, b, tol=1e-12, M=jacobi)
+    np.testing.assert_allclose(ours, np.linalg.solve(np.asarray(A), np.asarray(b)), rtol=1e-9)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-9)
