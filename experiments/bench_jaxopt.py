@@ -95,11 +95,12 @@ def _count_work(jax, package, solver_name, inner, maxiter, tol, init, theta, dat
         jax.debug.callback(tick("fun"))
         return inner(w, theta, X, y)
 
-    def solve(matvec, b, **_):
+    def solve(matvec, b, M=None):  # M: a preconditioner, when the solver offers one
         def counted(v):
             jax.debug.callback(tick("matvec"))
             return matvec(v)
-        return package.linear_solve.solve_cg(counted, b, tol=1e-10)
+        return package.linear_solve.solve_cg(counted, b, tol=1e-10,
+                                             **({} if M is None else {"M": M}))
 
     solver = getattr(package, solver_name)(fun=counted_inner, tol=tol, maxiter=maxiter,
                                            implicit_diff=True, implicit_diff_solve=solve)

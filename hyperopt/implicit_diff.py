@@ -89,7 +89,9 @@ def root_jvp(optimality_fun: Callable, sol, args: tuple, tangents: tuple,
     solve = solve_auto if solve is None else solve
     _, rhs = jax.jvp(lambda *a: optimality_fun(sol, *a), tuple(args), tuple(tangents))
     rhs = jax.tree.map(jnp.negative, rhs)
-    matvec = lambda u: jax.jvp(lambda x: optimality_fun(x, *args), (sol,), (u,))[1]
+    # linearized once: the primal part of F (e.g. the softmax of a logistic model) is not
+    # recomputed at every matvec of an iterative solve
+    matvec = jax.linearize(lambda x: optimality_fun(x, *args), sol)[1]
     dx = _linear_solve(matvec, rhs, solve)  # several leaves: one flat system (see there)
     if return_residual:
         return dx, system_residual(matvec, rhs, dx)

@@ -171,7 +171,7 @@ def _iterative(method, name, matvec, b, *, ridge, init, tol, atol, maxiter, on_f
 
 def solve_cg(matvec: Matvec, b, *, ridge: float | None = None, init=None,
              tol: float | None = None, atol: float = 0.0, maxiter: int | None = None,
-             on_failure: str = "warn"):
+             on_failure: str = "warn", M: Matvec | None = None):
     """Conjugate gradient for a symmetric positive definite ``A`` (e.g. a Hessian).
 
     Args:
@@ -184,12 +184,22 @@ def solve_cg(matvec: Matvec, b, *, ridge: float | None = None, init=None,
       atol: absolute tolerance.
       maxiter: iteration cap (default ``10 * size(b)``).
       on_failure: ``"warn"``, ``"raise"`` or ``"ignore"`` (see the module docstring).
+      M: optional preconditioner ``x -> ≈ A⁻¹ x`` (symmetric positive definite), e.g.
+        an L-BFGS inverse Hessian; ``tol`` still applies to the true residual.
 
     Returns:
       ``x``, a pytree like ``b``.
     """
+    kw = {} if M is None else {"M": _same_dtypes(M)}
     return _iterative(jsp_linalg.cg, "solve_cg", matvec, b, ridge=ridge, init=init, tol=tol,
-                      atol=atol, maxiter=maxiter, on_failure=on_failure)
+                      atol=atol, maxiter=maxiter, on_failure=on_failure, **kw)
+
+
+def _same_dtypes(M: Matvec) -> Matvec:
+    """``M`` with outputs cast to its input's dtypes (the CG loop carry keeps them)."""
+    def wrapped(v):
+        return jax.tree.map(lambda out, x: jnp.asarray(out, jnp.result_type(x)), M(v), v)
+    return wrapped
 
 
 def solve_bicgstab(matvec: Matvec, b, *, ridge: float | None = None, init=None,

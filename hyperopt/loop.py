@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from hyperopt.tree_util import tree_where
 
@@ -31,7 +32,8 @@ __all__ = ["run_loop"]
 
 def run_loop(step: Callable[[Any, Any], tuple[Any, Any]], params, state, *, maxiter: int,
              tol: float, unrolled: bool, verbose: bool = False,
-             checkpoint: bool = False, jit: bool = True) -> tuple[Any, Any]:
+             checkpoint: bool = False, jit: bool = True,
+             stop: Callable[[Any], Any] | None = None) -> tuple[Any, Any]:
     """Iterates ``step`` from ``(params, state)`` until ``state.error <= tol`` or ``maxiter``.
 
     ``checkpoint`` (unrolled mode): rematerialize each step in the backward pass, so that
@@ -41,6 +43,9 @@ def run_loop(step: Callable[[Any, Any], tuple[Any, Any]], params, state, *, maxi
 
     ``jit=False``: a Python loop (see the module docstring).
 
+    ``stop(state)``: an optional boolean (array) that also ends the iterations (e.g. LBFGS's
+    ``stop_if_linesearch_fails``); None, or a ``stop`` returning None, never stops early.
+
     Returns ``(params, state)`` with ``state.converged`` set (when the state has that field).
     """
     def finish(params, state):
@@ -48,8 +53,13 @@ def run_loop(step: Callable[[Any, Any], tuple[Any, Any]], params, state, *, maxi
             state = state._replace(converged=state.error <= tol)
         return params, state
 
+    def stopped(state):
+        out = None if stop is None else stop(state)
+        return False if out is None else out
+
     def keep_going(state):
-        return bool(state.iter_num < maxiter) and bool(state.error > tol)
+        return (bool(state.iter_num < maxiter) and bool(state.error > tol)
+                and not bool(stopped(state)))
 
     if not jit:
         try:
@@ -73,7 +83,7 @@ def run_loop(step: Callable[[Any, Any], tuple[Any, Any]], params, state, *, maxi
         def body(carry, _):
             params, state = carry
             new_params, new_state = step(params, state)
-            done = state.error <= tol
+            done = (state.error <= tol) | stopped(state)
             params, state = tree_where(done, (params, state), (new_params, new_state))
             report(params, state)
             return (params, state), None
@@ -82,7 +92,7 @@ def run_loop(step: Callable[[Any, Any], tuple[Any, Any]], params, state, *, maxi
     else:
         def cond(carry):
             _, state = carry
-            return (state.iter_num < maxiter) & (state.error > tol)
+            return (state.iter_num < maxiter) & (state.error > tol) & ~jnp.asarray(stopped(state))
 
         def body(carry):
             params, state = step(*carry)

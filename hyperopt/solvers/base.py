@@ -154,6 +154,12 @@ class IterativeSolver:
       unroll_checkpoint: in unrolled mode, recompute each iteration in the backward pass
         instead of storing its intermediates (``jax.checkpoint``): less memory per step for
         solvers with large intermediates (LBFGS), ~1.3x the time.
+      unroll: JAXopt's loop option. ``"auto"`` (default): a ``lax.scan`` of ``maxiter``
+        steps in unrolled mode (``implicit_diff=False``), a ``lax.while_loop`` stopping at
+        ``tol`` otherwise; ``True``: always the scan (the iterations can be reverse-mode
+        differentiated); ``False``: always the while loop (with ``implicit_diff=False``
+        only forward-mode derivatives exist, as in JAXopt). ``jit=False`` runs its Python
+        loop either way.
 
     Solvers are frozen dataclasses: use ``dataclasses.replace(solver, maxiter=...)`` to
     change an option.
@@ -168,6 +174,7 @@ class IterativeSolver:
     jit: bool = True
     verbose: bool = False
     unroll_checkpoint: bool = False
+    unroll: bool | str = "auto"
 
     def __post_init__(self):
         if not (isinstance(self.maxiter, (int, np.integer)) and self.maxiter > 0):
@@ -175,6 +182,8 @@ class IterativeSolver:
         # tol may be a tracer: the outer loop tightens it as it converges (HOAG schedule).
         if isinstance(self.tol, (int, float, np.number)) and not self.tol > 0:
             raise ValueError(f"tol={self.tol!r}; allowed: a positive number")
+        if not (self.unroll == "auto" or isinstance(self.unroll, (bool, np.bool_))):
+            raise ValueError(f"unroll={self.unroll!r}; allowed: 'auto', True, False")
 
     # -- what a solver supplies -------------------------------------------------------
     def init_state(self, init_params, *args, **kwargs):
@@ -205,6 +214,15 @@ class IterativeSolver:
         """A function whose signature ``run``'s arguments (after ``init_params``) follow."""
         return None
 
+    def _stop_early(self, state):
+        """A boolean array that stops the iterations before ``tol`` (None: never)."""
+        return None
+
+    @property
+    def _scan_loop(self) -> bool:
+        """Iterate with a fixed-length ``lax.scan`` (``unroll``) rather than a while loop."""
+        return not self.implicit_diff if self.unroll == "auto" else bool(self.unroll)
+
     # -- the shared machinery ---------------------------------------------------------
     def _run_iterations(self, init_params, *args, **kwargs):
         tol = (default_tol(getattr(init_params, "params", init_params)) if self.tol is None
@@ -214,8 +232,9 @@ class IterativeSolver:
             init_params = init_params.params
         step = lambda params, state: tuple(self.update(params, state, *args, **kwargs))
         return run_loop(step, init_params, state, maxiter=self.maxiter, tol=tol,
-                        unrolled=not self.implicit_diff, verbose=self.verbose,
-                        checkpoint=self.unroll_checkpoint, jit=self.jit)
+                        unrolled=self._scan_loop, verbose=self.verbose,
+                        checkpoint=self.unroll_checkpoint, jit=self.jit,
+                        stop=self._stop_early)
 
     @functools.cached_property
     def _differentiable_run(self) -> Callable:

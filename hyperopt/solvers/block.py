@@ -251,7 +251,8 @@ class MirrorDescent(IterativeSolver):
     rows). ``error`` and the implicit optimality condition are then the Euclidean
     projected-gradient fixed point (same solution, well defined on the boundary).
 
-    ``stepsize`` is a float or a function of the iteration number.
+    ``stepsize`` is a float or a function of the iteration number. ``has_aux``: ``fun``
+    returns ``(value, aux)``; ``state.aux`` is the ``aux`` of the last gradient evaluation.
 
     Example:
       >>> md = MirrorDescent(fun=svm_dual_objective, stepsize=0.5)
@@ -261,6 +262,13 @@ class MirrorDescent(IterativeSolver):
     fun: Callable
     projection_grad: Callable | None = None
     stepsize: float | Callable = 1.0
+    has_aux: bool = False
+
+    def _grad(self, params, *args, **kwargs):
+        """``(∇fun(params), aux)`` (``aux`` None unless ``has_aux``)."""
+        if self.has_aux:
+            return jax.grad(self.fun, has_aux=True)(params, *args, **kwargs)
+        return jax.grad(self.fun)(params, *args, **kwargs), None
 
     @staticmethod
     def make_projection_grad(projection: Callable, mapping_fun: Callable) -> Callable:
@@ -281,23 +289,30 @@ class MirrorDescent(IterativeSolver):
     def init_state(self, init_params, *args, **kwargs) -> MirrorDescentState:
         dtype = jnp.result_type(*jax.tree.leaves(init_params))
         count = lambda n: jnp.asarray(n, jnp.int32)
-        return MirrorDescentState(jnp.asarray(0), jnp.asarray(jnp.inf, dtype), None, count(0),
-                                  count(0), count(0), jnp.asarray(False))
+        aux = None
+        if self.has_aux:  # as JAXopt: one evaluation at init for the aux's structure
+            if self.projection_grad is not None:
+                args = args[1:] if args else args
+                kwargs = {k: v for k, v in kwargs.items() if k != "hyperparams_proj"}
+            aux = self.fun(init_params, *args, **kwargs)[1]
+        return MirrorDescentState(jnp.asarray(0), jnp.asarray(jnp.inf, dtype), aux,
+                                  count(int(self.has_aux)), count(0), count(0),
+                                  jnp.asarray(False))
 
     def update(self, params, state, *args, **kwargs) -> OptStep:
         eta = self._eta(state.iter_num)
         if self.projection_grad is None:
-            grad = jax.grad(self.fun)(params, *args, **kwargs)
+            grad, aux = self._grad(params, *args, **kwargs)
             tiny = jnp.finfo(params.dtype).tiny  # log(0) guard that exists in float32 too
             x = jax.nn.softmax(jnp.log(jnp.maximum(params, tiny)) - eta * grad, axis=-1)
             error = tree_norm(self.optimality_fun(x, *args, **kwargs))
         else:
             hyperparams_proj, *args = args if args else (kwargs.pop("hyperparams_proj", None),)
-            grad = jax.grad(self.fun)(params, *args, **kwargs)
+            grad, aux = self._grad(params, *args, **kwargs)
             x = self.projection_grad(params, grad, eta, hyperparams_proj)
             error = tree_norm(jax.tree.map(jnp.subtract, x, params)) / eta
         error = jnp.asarray(error, state.error.dtype)
-        return OptStep(x, state._replace(iter_num=state.iter_num + 1, error=error,
+        return OptStep(x, state._replace(iter_num=state.iter_num + 1, error=error, aux=aux,
                                          num_fun_eval=state.num_fun_eval + 1,
                                          num_grad_eval=state.num_grad_eval + 1,
                                          num_proj_eval=state.num_proj_eval + 1))
@@ -311,10 +326,10 @@ class MirrorDescent(IterativeSolver):
 
     def optimality_fun(self, params, *args, **kwargs):
         if self.projection_grad is None:
-            grad = jax.grad(self.fun)(params, *args, **kwargs)
+            grad = self._grad(params, *args, **kwargs)[0]
             return jax.vmap(projection_lib.projection_simplex)(params - grad) - params
         hyperparams_proj, *args = args if args else (kwargs.pop("hyperparams_proj", None),)
-        grad = jax.grad(self.fun)(params, *args, **kwargs)
+        grad = self._grad(params, *args, **kwargs)[0]
         return jax.tree.map(jnp.subtract,
                             self.projection_grad(params, grad, 1.0, hyperparams_proj), params)
 

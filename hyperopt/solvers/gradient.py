@@ -102,6 +102,8 @@ class ProximalGradient(IterativeSolver):
       acceleration: FISTA momentum, with adaptive restart.
       has_aux: ``fun`` returns ``(value, aux)``; the last ``aux`` is in the state.
       maxls, decrease_factor: line search budget and shrink factor.
+      value_and_grad: ``fun`` returns ``(value, grad)`` (``((value, aux), grad)`` with
+        ``has_aux``), as in JAXopt.
 
     Example:
       >>> pg = ProximalGradient(fun=least_squares, prox=prox_lasso)
@@ -115,9 +117,19 @@ class ProximalGradient(IterativeSolver):
     has_aux: bool = False
     maxls: int = 15
     decrease_factor: float = 0.5
+    value_and_grad: bool = False
 
     def _value_and_grad(self, params, *args, **kwargs):
+        if self.value_and_grad:  # fun returns (value, grad) or ((value, aux), grad)
+            value, grad = self.fun(params, *args, **kwargs)
+            value, aux = value if self.has_aux else (value, None)
+            return value, grad, aux
         return value_and_grad_aux(self.fun, self.has_aux, params, *args, **kwargs)
+
+    def _value(self, params, *args, **kwargs):
+        if self.value_and_grad:
+            return self._value_and_grad(params, *args, **kwargs)[0]
+        return value_only(self.fun, self.has_aux, params, *args, **kwargs)
 
     def init_state(self, init_params, hyperparams_prox=None, *args, **kwargs) -> ProxGradState:
         value, grad, aux = self._value_and_grad(init_params, *args, **kwargs)
@@ -173,7 +185,7 @@ class ProximalGradient(IterativeSolver):
                 if keep is not None:
                     f_new, payload = keep.forward(x)
                 else:
-                    f_new, payload = value_only(self.fun, self.has_aux, x, *args, **kwargs), ()
+                    f_new, payload = self._value(x, *args, **kwargs), ()
                 return eta * (f_new - fy) <= eta * linear + 0.5 * sqdist, payload
 
             def by_curvature(x):
@@ -198,7 +210,7 @@ class ProximalGradient(IterativeSolver):
     def _reuse_trial(self) -> bool:
         """The accepted trial is the next point (no momentum) and the iterations are not
         differentiated (implicit mode), so its value and gradient can be reused."""
-        return self.implicit_diff and not self.acceleration
+        return self.implicit_diff and not self.acceleration and not self.value_and_grad
 
     def update(self, params, state, hyperparams_prox=None, *args, **kwargs) -> OptStep:
         eta, next_start, accepted = self._stepsize(state, hyperparams_prox, args, kwargs)

@@ -121,6 +121,8 @@ class LBFGS(SearchingSolver):
     Attributes:
       history_size: number of stored ``(s, y)`` pairs.
       use_gamma: scale the initial inverse Hessian by ``<s, y>/<y, y>`` (N&W eq. 7.20).
+      stop_if_linesearch_fails: end the iterations after a failed line search (default
+        False: keep iterating, as JAXopt).
 
     Supports complex parameters. Implicit differentiation uses ``∇ₓ fun(x*) = 0``
     (linear solve: CG by default).
@@ -132,6 +134,10 @@ class LBFGS(SearchingSolver):
 
     history_size: int = 10
     use_gamma: bool = True
+    stop_if_linesearch_fails: bool = False
+
+    def _stop_early(self, state):
+        return state.failed_linesearch if self.stop_if_linesearch_fails else None
 
     def init_state(self, init_params, *args, **kwargs) -> LbfgsState:
         if isinstance(init_params, OptStep):  # warm start: keep the curvature history

@@ -37,7 +37,6 @@ class SearchingSolver(IterativeSolver):
         "current".
       maxls: line-search iterations.
       condition, decrease_factor: deprecated in JAXopt 0.8 and ignored (a warning).
-      unroll: accepted for JAXopt compatibility; ``implicit_diff`` decides.
     """
 
     default_linear_solve: ClassVar[Callable] = staticmethod(solve_cg)  # Hessian: symmetric
@@ -54,7 +53,6 @@ class SearchingSolver(IterativeSolver):
     increase_factor: float = 1.5
     max_stepsize: float = 1.0
     min_stepsize: float = 1e-6
-    unroll: Any = "auto"
 
     def __post_init__(self):
         super().__post_init__()
