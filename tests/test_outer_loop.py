@@ -128,8 +128,9 @@ def _sk_val_mse(lam, data, fit_intercept=True):
 
 
 def test_path_start_evaluates_the_path_and_starts_at_its_best(sparse_regression):
-    """start="path" (the lasso's default): every other point of λ_max·10^(-k/10) until the
-    validation loss rises, then the two beside the best; each point's loss is
+    """start="path" (the lasso's default): the grid λ_max·10^(-k/10) point nearest the
+    problem's start (k = 10), every other point in the direction the hypergradient gives
+    until the validation loss rises, then the two beside the best; each point's loss is
     scikit-learn's; the run starts at the best and ends at least as low as a fine grid."""
     data = sparse_regression
     problem = Lasso()
@@ -140,14 +141,17 @@ def test_path_start_evaluates_the_path_and_starts_at_its_best(sparse_regression)
     np.testing.assert_allclose(ks, np.round(ks), atol=1e-9)
     ks = np.round(ks).astype(int)
     losses = np.array([row["val_loss"] for row in result.path])
-    n_coarse = len(ks) - 2
-    assert list(ks[:n_coarse]) == list(range(2, 2 * n_coarse + 1, 2))  # every other point, from the top
-    assert losses[n_coarse - 1] > losses[n_coarse - 2]  # it stopped where the loss rose
-    assert np.all(np.diff(losses[:n_coarse - 1]) < 0)  # ... and not before
-    best_coarse = ks[int(np.argmin(losses[:n_coarse]))]
-    assert sorted(ks[n_coarse:]) == [best_coarse - 1, best_coarse + 1]
     sk = np.array([_sk_val_mse(lam, data) for lam in lams])
-    np.testing.assert_allclose(losses, sk, rtol=1e-3)  # at the path's inner tolerance (1e-4)
+    np.testing.assert_allclose(losses, sk, rtol=1e-6)  # solved to the final tolerance
+    walk = len(ks) - 2
+    assert ks[0] == 10  # init_ratio = 0.1: λ_max / 10
+    # the direction: down the penalty where the validation loss falls with it (as here)
+    assert _sk_val_mse(lam_max * 10 ** -1.1, data) < _sk_val_mse(lam_max * 10 ** -0.9, data)
+    assert list(ks[:walk]) == list(range(10, 10 + 2 * walk, 2))  # every other point
+    assert losses[walk - 1] > losses[walk - 2]  # it stopped where the loss rose
+    assert np.all(np.diff(losses[:walk - 1]) < 0)  # ... and not before
+    best_walk = ks[int(np.argmin(losses[:walk]))]
+    assert sorted(ks[walk:]) == [best_walk - 1, best_walk + 1]
     assert result.initial["start"] == "path"
     assert result.initial["val_loss"] == pytest.approx(losses.min())
     assert result.initial["hparams"]["l1reg"] == pytest.approx(lams[np.argmin(losses)])

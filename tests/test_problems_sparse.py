@@ -221,7 +221,7 @@ def test_svmlight_file_round_trips_through_the_cli(tmp_path):
     # the lasso's default start: the path's points are in the summary, the run started at its best
     lam_max = Lasso().lambda_max(data)
     path_lams = [row["hparam/l1reg"] for row in summary["path"]]
-    assert path_lams[0] == pytest.approx(lam_max * 10 ** -0.2, rel=1e-9)
+    assert path_lams[0] == pytest.approx(lam_max * 10 ** -1, rel=1e-9)  # nearest init_ratio = 0.1
     best = min(summary["path"], key=lambda row: row["val_loss"])
     assert summary["initial"]["start"] == "path"
     assert summary["initial"]["hparams"]["l1reg"] == pytest.approx(best["hparam/l1reg"], rel=1e-12)
