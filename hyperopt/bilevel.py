@@ -710,7 +710,8 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
         10 λ per decade from λ_max down), evaluated with the compiled step at the final
         inner tolerance, warm-started along the path: from the grid point nearest the
         problem's start, every other point in the direction its hypergradient gives until
-        the outer loss rises, then the two points beside the best; the default outer optimizer
+        the outer loss rises or the hypergradient says it will, then the two points beside
+        the best; the default outer optimizer
         (:func:`~hyperopt.outer.lbfgs_backtracking`) keeps what it learnt there (the path's
         points are its trials), any other optimizer starts afresh at the best point. The
         path finds the basin a local hypergradient method would miss when the validation
@@ -832,6 +833,7 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
     histories = [[] for _ in members]
     first_params = [None] * size  # inner solutions at each member's initial θ: warm start of its refit
     path = path_start = None
+    loop.start = start_time = time.perf_counter()
     if start != "init" and size == 1 and state is None:
         grid = bilevel.problem.path_grid(data)
         if grid is None and start == "path":
@@ -848,7 +850,6 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
     if size > 1:
         statuses = [loop.finished(m) for m in members]
     row = max(m.step for m in members)  # the step of a population's metrics row
-    loop.start = start = time.perf_counter()
     while True:
         active = [i for i, m in enumerate(members) if statuses[i] is None and m.step < steps]
         if not active:
@@ -918,7 +919,7 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
              "status": (statuses[i] or ("completed", ""))[0]}
             for i, m in enumerate(members)]
     return FitResult(state, history, _hparams_list(hparams_of, state.best_theta), final_metrics, best_metrics,
-                     status, compile_time, time.perf_counter() - start + compile_time, compiled_temp_mb,
+                     status, compile_time, time.perf_counter() - start_time + compile_time, compiled_temp_mb,
                      stop_reason=stop_reason, model=model, model_metrics=model_metrics,
                      initial=initial, refit=refit, warnings=tuple(messages), compile=compile_info,
                      members=members if size > 1 else None, population=population_info,
@@ -928,8 +929,8 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
 def _run_path(bilevel: Bilevel, grid: list, state: OuterState, step_c, splits: Splits, tol, dtype):
     """``fit``'s ``start="path"``: the compiled step at the grid point nearest the problem's
     start, then at every other point in the direction the hypergradient gives (inner solves
-    warm-started along the way) until the outer loss rises, then at the two points beside
-    the best. Returns the state the outer loop starts from, the path's rows, and
+    warm-started along the way) until the outer loss rises or the hypergradient points back,
+    then at the two points beside the best. Returns the state the outer loop starts from, the path's rows, and
     ``(θ, inner params, validation loss)`` of its best point."""
     from hyperopt.outer import LBFGSBacktrackingState
 
@@ -964,12 +965,16 @@ def _run_path(bilevel: Bilevel, grid: list, state: OuterState, step_c, splits: S
     loss, params, grad = evaluate(k, state.inner_params)
     if loss is None:  # not finite: start where the problem starts
         return state, rows, None
-    j = k + 1 if k + 1 < len(grid) else k - 1
-    slope = float(np.dot(flat(grad), flat(grid[j]) - flat(grid[k]))) * (1 if j > k else -1)
-    step = -2 if slope > 0 else 2  # slope: d loss / d(grid index), from the hypergradient
+    def slope(k, grad):  # d loss / d(grid index) at point k, from its hypergradient
+        j = k + 1 if k + 1 < len(grid) else k - 1
+        return float(np.dot(flat(grad), flat(grid[j]) - flat(grid[k]))) * (1 if j > k else -1)
+
+    step = -2 if slope(k, grad) > 0 else 2
     for k in range(k + step, len(grid) if step > 0 else -1, step):  # every other point
-        loss, params, _ = evaluate(k, params)
-        if loss is None or best[0] != k:  # not finite, or the loss rose: the best is behind
+        loss, params, grad = evaluate(k, params)
+        # stop when the loss rose (the best is behind), or when the hypergradient says it
+        # rises from here on (the next point, further along, is often the costliest solve)
+        if loss is None or best[0] != k or slope(k, grad) * step > 0:
             break
     k, _, params, val = best
     if carry:  # the optimizer's trials: the best point (its start), then its two neighbours

@@ -148,8 +148,10 @@ def test_path_start_evaluates_the_path_and_starts_at_its_best(sparse_regression)
     # the direction: down the penalty where the validation loss falls with it (as here)
     assert _sk_val_mse(lam_max * 10 ** -1.1, data) < _sk_val_mse(lam_max * 10 ** -0.9, data)
     assert list(ks[:walk]) == list(range(10, 10 + 2 * walk, 2))  # every other point
-    assert losses[walk - 1] > losses[walk - 2]  # it stopped where the loss rose
-    assert np.all(np.diff(losses[:walk - 1]) < 0)  # ... and not before
+    # it stopped where the loss rose, or at the walk's lowest point (its hypergradient
+    # pointing back), and not before
+    assert losses[walk - 1] > losses[walk - 2] or np.argmin(losses[:walk]) == walk - 1
+    assert np.all(np.diff(losses[:walk - 1]) < 0)
     best_walk = ks[int(np.argmin(losses[:walk]))]
     assert sorted(ks[walk:]) == [best_walk - 1, best_walk + 1]
     assert result.initial["start"] == "path"
