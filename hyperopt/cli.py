@@ -126,6 +126,12 @@ def check_config(cfg: DictConfig) -> None:
            "null or a splitter config with _target_ (e.g. sklearn.model_selection.KFold)", optional=True)
     _check(cfg, "refit", lambda v: v in REFITS, ", ".join(REFITS))
     _check(cfg, "start", lambda v: v in STARTS, ", ".join(STARTS), optional=True)
+    if cfg.get("start") == "path":  # before the run folder is made: only the lasso has a path
+        target = str(OmegaConf.select(cfg, "problem._target_", default=""))
+        if not target.endswith("Lasso") or OmegaConf.select(cfg, "problem.init_l1reg") is not None:
+            name = target.rsplit(".", 1)[-1].lower() or "?"
+            raise ConfigError(f"start='path': problem {name!r} has no regularization path here (or its "
+                              "start is given explicitly); allowed: auto, init")
     _check(cfg, "eval_every", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
            "an integer >= 0 (0: test metrics only at the end)")
     _check(cfg, "stop", lambda v: isinstance(v, DictConfig) and set(v) <= set(STOP_KEYS),
