@@ -66,7 +66,8 @@ from hyperopt.solvers.base import default_tol
 
 __all__ = [
     "AUTO_INNER_TOL", "DEFAULT_STOP", "REFITS", "STARTS", "Bilevel", "DivergenceWarning",
-    "FitResult", "OuterState", "Splits", "StepInfo", "StopRule", "ZeroHypergradientWarning", "fit", "make_splits",
+    "FitResult", "OuterState", "Splits", "StepInfo", "StopRule", "ZeroHypergradientWarning", "fit",
+    "make_splits",
     "model_arrays", "over_folds",
 ]
 
@@ -930,8 +931,8 @@ def _run_path(bilevel: Bilevel, grid: list, state: OuterState, step_c, splits: S
     """``fit``'s ``start="path"``: the compiled step at the grid point nearest the problem's
     start, then at every other point in the direction the hypergradient gives (inner solves
     warm-started along the way) until the outer loss rises or the hypergradient points back,
-    then at the two points beside the best. Returns the state the outer loop starts from, the path's rows, and
-    ``(θ, inner params, validation loss)`` of its best point."""
+    then at the two points beside the best. Returns the state the outer loop starts from, the
+    path's rows, and ``(θ, inner params, validation loss)`` of its best point."""
     from hyperopt.outer import LBFGSBacktrackingState
 
     # lbfgs_backtracking takes the best point and its neighbours as its trials (they teach it
@@ -950,7 +951,7 @@ def _run_path(bilevel: Bilevel, grid: list, state: OuterState, step_c, splits: S
         loss = float(info.outer_loss)
         if not (math.isfinite(loss) and _finite(info.hypergrad)):
             return None, params, None
-        val = float(info.data_loss) if splits.n_folds > 1 else float(info.val_metrics.get("loss", info.data_loss))
+        val = float(info.data_loss if splits.n_folds > 1 else info.val_metrics.get("loss", info.data_loss))
         if record:
             rows.append({"outer_loss": loss, "val_loss": val, "hypergrad_norm": float(info.hypergrad_norm),
                          "inner_iterations": int(info.inner_iterations), "time": time.perf_counter() - t0,
@@ -965,18 +966,19 @@ def _run_path(bilevel: Bilevel, grid: list, state: OuterState, step_c, splits: S
     loss, params, grad = evaluate(k, state.inner_params)
     if loss is None:  # not finite: start where the problem starts
         return state, rows, None
+
     def slope(k, grad):  # d loss / d(grid index) at point k, from its hypergradient
         j = k + 1 if k + 1 < len(grid) else k - 1
         return float(np.dot(flat(grad), flat(grid[j]) - flat(grid[k]))) * (1 if j > k else -1)
 
     step = -2 if slope(k, grad) > 0 else 2
-    for k in range(k + step, len(grid) if step > 0 else -1, step):  # every other point
-        loss, params, grad = evaluate(k, params)
+    for i in range(k + step, len(grid) if step > 0 else -1, step):  # every other point
+        loss, params, grad = evaluate(i, params)
         # stop when the loss rose (the best is behind), or when the hypergradient says it
         # rises from here on (the next point, further along, is often the costliest solve)
-        if loss is None or best[0] != k or slope(k, grad) * step > 0:
+        if loss is None or best[0] != i or slope(i, grad) * step > 0:
             break
-    k, _, params, val = best
+    k, params = best[0], best[2]
     if carry:  # the optimizer's trials: the best point (its start), then its two neighbours
         opt_state = fresh
         evaluate(k, params, record=False)

@@ -35,7 +35,8 @@ from pathlib import Path
 
 import jax
 
-__all__ = ["CompileWatch", "compile_program", "default_dir", "disable", "enable", "enabled_dir", "program_path"]
+__all__ = ["CompileWatch", "compile_program", "default_dir", "disable", "enable", "enabled_dir",
+           "program_path"]
 
 # A bound on the disk the cache may use; JAX evicts least recently used entries beyond it
 # (eviction needs the ``filelock`` package, which also serializes concurrent sweep jobs'

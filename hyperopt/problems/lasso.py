@@ -169,7 +169,8 @@ class Lasso(InterceptReadout, Problem):
         count = int(round(per_decade * np.log10(1 / eps)))
         grid = []
         for k in range(1, count + 1):
-            theta = {"l1reg": jax.device_put(np.full(shape, np.log(lam_max) - k * np.log(10) / per_decade, dtype))}
+            log_lam = np.log(lam_max) - k * np.log(10) / per_decade
+            theta = {"l1reg": jax.device_put(np.full(shape, log_lam, dtype))}
             if self.elastic_net:
                 theta["l2reg"] = jax.device_put(np.asarray(np.log(self.init_l2reg), dtype))
             grid.append(theta)
