@@ -163,9 +163,11 @@ class StopRule(NamedTuple):
     (where the support changes) and its minimum often sits on one, where the
     hypergradient does not vanish and a smaller ``ftol`` asks to locate the kink to
     ~1e-4 in log λ, many steps below anything the validation loss can tell apart.
+    ``xtol=None`` (the default): the problem's ``stop_xtol`` (1e-3; the lasso's 1e-2, for
+    the same kinks).
     """
 
-    xtol: float = 1e-3
+    xtol: float | None = None
     ftol: float = 1e-5
     gtol: float = 0.0
     window: int = 2
@@ -829,6 +831,8 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
     def test_metrics(theta, params, tol=final_tol):
         return {k: float(v) for k, v in refit_at(theta, params, tol)[2].items()}
 
+    if stop is not None and stop.xtol is None:
+        stop = stop._replace(xtol=bilevel.problem.stop_xtol)
     loop = _Loop(bilevel, splits, dtype, final_tol, stop, eval_every, patience, min_delta,
                  max_rejections, divergence_factor, zero_hypergrad_steps, test_metrics, warn_once)
     histories = [[] for _ in members]
@@ -972,11 +976,17 @@ def _run_path(bilevel: Bilevel, grid: list, state: OuterState, step_c, splits: S
         return float(np.dot(flat(grad), flat(grid[j]) - flat(grid[k]))) * (1 if j > k else -1)
 
     step = -2 if slope(k, grad) > 0 else 2
+    rate = slope(k, grad) * step / 2  # d loss / d(grid index along the walk): < 0 going downhill
     for i in range(k + step, len(grid) if step > 0 else -1, step):  # every other point
         loss, params, grad = evaluate(i, params)
         # stop when the loss rose (the best is behind), or when the hypergradient says it
-        # rises from here on (the next point, further along, is often the costliest solve)
-        if loss is None or best[0] != i or slope(i, grad) * step > 0:
+        # rises from here on (the next point, further along, is often the costliest solve),
+        # or when the slope, shrinking from the last point's, reaches zero (linearly) before
+        # the point beside this one, which is evaluated next anyway
+        if loss is None or best[0] != i:
+            break
+        last, rate = rate, slope(i, grad) * step / 2
+        if rate >= 0 or (last < rate and -rate * 2 <= rate - last):
             break
     k, params = best[0], best[2]
     if carry:  # the optimizer's trials: the best point (its start), then its two neighbours

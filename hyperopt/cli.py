@@ -136,7 +136,9 @@ def check_config(cfg: DictConfig) -> None:
            "an integer >= 0 (0: test metrics only at the end)")
     _check(cfg, "stop", lambda v: isinstance(v, DictConfig) and set(v) <= set(STOP_KEYS),
            f"null or a mapping with keys {', '.join(STOP_KEYS)}", optional=True)
-    for key in ("xtol", "ftol", "gtol"):
+    _check(cfg, "stop.xtol", lambda v: v == "auto" or _positive(v) or v == 0,
+           "auto (the problem's: 1e-2 for the lasso, else 1e-3) or a number >= 0")
+    for key in ("ftol", "gtol"):
         _check(cfg, f"stop.{key}", lambda v: _positive(v) or v == 0, "a number >= 0")
     _check(cfg, "stop.window", _positive_int, "a positive integer")
     _check(cfg, "compile_cache", lambda v: isinstance(v, str) and v != "", "auto, a folder, or null",
@@ -430,7 +432,12 @@ def _stop_rule(cfg: DictConfig) -> StopRule | None:
     from hyperopt.bilevel import StopRule
 
     stop = cfg.get("stop")
-    return None if stop is None else StopRule(**OmegaConf.to_container(stop))
+    if stop is None:
+        return None
+    rule = OmegaConf.to_container(stop)
+    if rule.get("xtol") == "auto":
+        rule["xtol"] = None  # the problem's (Problem.stop_xtol)
+    return StopRule(**rule)
 
 
 def _enable_compile_cache(cfg: DictConfig) -> None:

@@ -89,6 +89,9 @@ class Problem:
       accepts_sparse: whether the problem takes a sparse design
         (:class:`~hyperopt.linop.SparseMatrix`); solvers that need a dense one say so
         (:func:`check_dense`).
+      stop_xtol: the outer stopping rule's ``xtol`` when it is left to the problem
+        (:class:`~hyperopt.bilevel.StopRule` ``xtol=None``, ``stop.xtol: auto``): how
+        finely the outer loop pins θ down.
     """
 
     name: ClassVar[str] = "problem"
@@ -96,6 +99,7 @@ class Problem:
     outer_split: ClassVar[str] = "val"
     supports_cv: ClassVar[bool] = True
     accepts_sparse: ClassVar[bool] = True
+    stop_xtol: ClassVar[float] = 1e-3
 
     def init_hparams(self, data: Dataset) -> Any:
         """Initial unconstrained hyperparameters."""

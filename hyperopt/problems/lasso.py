@@ -105,6 +105,13 @@ class Lasso(InterceptReadout, Problem):
       fit_intercept: an unpenalized intercept (the model is ``{"coef", "intercept"}``).
       path_per_decade: λ per decade of :meth:`path_grid` (``fit``'s ``start="path"``).
 
+    The outer stopping rule's ``xtol`` left to the problem is ``1e-2`` here (λ known to
+    1 %; 1e-3 elsewhere): the validation loss of a lasso is only piecewise smooth — it has
+    a kink wherever the support changes, and its minimum often sits on one, where the
+    hypergradient jumps instead of vanishing and quasi-Newton updates hover around 1e-3
+    instead of shrinking (measured: 5 more outer steps for a change of the CV loss below
+    1e-6 relative). scikit-learn's ``LassoCV`` grid is 7 % apart.
+
     Example:
       >>> problem = Lasso()
       >>> inner = problem.inner_solver(CoordinateDescent)
@@ -113,6 +120,7 @@ class Lasso(InterceptReadout, Problem):
 
     name = "lasso"
     tasks = ("regression",)
+    stop_xtol = 1e-2
     per_feature: bool = False
     elastic_net: bool = False
     init_ratio: float = 0.1
