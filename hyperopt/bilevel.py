@@ -816,7 +816,9 @@ def fit(bilevel: Bilevel, data: Dataset, steps: int, *, state: OuterState | None
                     "cache_dir": str(compile_cache.enabled_dir() or "") or None,
                     "cache": watch.as_dict(), "programs_loaded": loaded,
                     "from_cache": loaded or watch.from_cache}
-    compiled_temp_mb = _temp_mb(step_c)
+    compiled_temp_mb = step_info.get("temp_mb", None)
+    if compiled_temp_mb is None:
+        compiled_temp_mb = _temp_mb(step_c)
     messages: list[str] = []
 
     def warn_once(category, message):
@@ -1064,5 +1066,4 @@ def _describe(obj) -> str:
 
 
 def _temp_mb(executable) -> float:
-    analysis = executable.memory_analysis()
-    return float(getattr(analysis, "temp_size_in_bytes", 0) or 0) / 2**20
+    return compile_cache.temp_mb(executable)

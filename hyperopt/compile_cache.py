@@ -249,7 +249,9 @@ def compile_program(name: str, fn, args, key: str | None):
     ``key`` must determine everything ``fn`` closes over (what is not an argument);
     ``None`` disables the stored programs (only XLA's cache is used). Returns
     ``(compiled, info)``: ``info["loaded"]`` tells whether the program was read back,
-    ``trace_s`` and ``compile_s`` time tracing and XLA (or the read).
+    ``trace_s`` and ``compile_s`` time tracing and XLA (or the read); a stored or loaded
+    program's ``temp_mb`` is its XLA temporary memory (:func:`temp_mb`, stored with it:
+    asking a loaded program costs ~0.1 s).
     """
     import pickle
 
@@ -260,10 +262,11 @@ def compile_program(name: str, fn, args, key: str | None):
         t0 = time.perf_counter()
         _init_custom_calls()
         try:
-            payload, in_tree, out_tree = pickle.loads(path.read_bytes())
+            payload, in_tree, out_tree, meta = pickle.loads(path.read_bytes())
             compiled = serialize_executable.deserialize_and_load(payload, in_tree, out_tree)
             os.utime(path)  # recently used: kept by the eviction below
-            return compiled, {"loaded": True, "trace_s": 0.0, "compile_s": time.perf_counter() - t0}
+            return compiled, {"loaded": True, "trace_s": 0.0, "compile_s": time.perf_counter() - t0,
+                              "temp_mb": float(meta["temp_mb"])}
         except Exception:  # a truncated or foreign file: compile again, overwrite it
             pass
     t0 = time.perf_counter()
@@ -274,7 +277,8 @@ def compile_program(name: str, fn, args, key: str | None):
     info = {"loaded": False, "trace_s": t1 - t0, "compile_s": time.perf_counter() - t1}
     if path is not None and watch.hits == 0:
         try:
-            blob = pickle.dumps(serialize_executable.serialize(compiled))
+            info["temp_mb"] = temp_mb(compiled)
+            blob = pickle.dumps((*serialize_executable.serialize(compiled), {"temp_mb": info["temp_mb"]}))
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp{os.getpid()}")
             tmp.write_bytes(blob)
@@ -283,6 +287,15 @@ def compile_program(name: str, fn, args, key: str | None):
         except Exception:  # not serializable (e.g. host callbacks) or disk full: run anyway
             pass
     return compiled, info
+
+
+def temp_mb(compiled) -> float:
+    """XLA's temporary buffers of a compiled program, in MiB (0 when it does not say)."""
+    try:
+        analysis = compiled.memory_analysis()
+    except Exception:  # not every backend or JAX version has it
+        return 0.0
+    return float(getattr(analysis, "temp_size_in_bytes", 0) or 0) / 2**20
 
 
 def _init_custom_calls() -> None:

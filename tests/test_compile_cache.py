@@ -55,6 +55,8 @@ def test_a_stored_program_gives_what_a_fresh_compilation_gives_on_other_data(cac
     assert warm.best_hparams == fresh.best_hparams
     jax.tree.map(np.testing.assert_array_equal, warm.model, fresh.model)
     assert warm.model_metrics == fresh.model_metrics and warm.initial == fresh.initial
+    # XLA's temporary memory, stored with the program, is what the fresh compilation reports
+    assert warm.compiled_temp_mb == fresh.compiled_temp_mb == first.compiled_temp_mb > 0
     # and the other data did change the answer (the stored program is not a stored result)
     assert warm.best_hparams != first.best_hparams
 
