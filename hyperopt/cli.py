@@ -126,6 +126,8 @@ def check_config(cfg: DictConfig) -> None:
            "null or a splitter config with _target_ (e.g. sklearn.model_selection.KFold)", optional=True)
     _check(cfg, "refit", lambda v: v in REFITS, ", ".join(REFITS))
     _check(cfg, "start", lambda v: v in STARTS, ", ".join(STARTS), optional=True)
+    _check(cfg, "blas_threads", _positive_int, "a positive integer or null (the BLAS library's own)",
+           optional=True)
     if cfg.get("start") == "path":  # before the run folder is made: only the lasso has a path
         target = str(OmegaConf.select(cfg, "problem._target_", default=""))
         if not target.endswith("Lasso") or OmegaConf.select(cfg, "problem.init_l1reg") is not None:
@@ -370,14 +372,15 @@ def fit_options(cfg: DictConfig) -> dict:
             "population": cfg.get("population", 1),
             "population_range": tuple(cfg.get("population_range", (0.01, 100.0))),
             "shard_data": cfg.get("shard_data", False), "program_key": program_key(cfg),
-            "start": cfg.get("start") or "auto"}
+            "start": cfg.get("start") or "auto", "blas_threads": cfg.get("blas_threads", 1)}
 
 
 # Settings that never change a compiled program (where the run logs, when it checkpoints; the
 # seed, which changes the splits and random starts: arguments, not the program — a problem's
 # own seed field is part of fit's key through the problem itself).
 _NOT_IN_PROGRAMS = ("hydra", "logger", "checkpoint_every", "resume", "debug", "compile_cache", "steps",
-                    "patience", "min_delta", "stop", "eval_every", "distributed", "seed", "start")
+                    "patience", "min_delta", "stop", "eval_every", "distributed", "seed", "start",
+                    "blas_threads")
 
 
 def program_key(cfg: DictConfig) -> str:
@@ -406,7 +409,7 @@ def _optimize(cfg: DictConfig, bilevel: Bilevel, data, state, **hooks) -> FitRes
                           "and shard_data=false (they apply to gradient-based runs, search=none)")
     return search(bilevel, data, cfg.search.trials, cfg.search.name, seed=cfg.seed, low=cfg.search.low,
                   high=cfg.search.high, startup_trials=cfg.search.get("startup_trials", 10), state=state,
-                  refit=cfg.refit, **hooks)
+                  refit=cfg.refit, blas_threads=cfg.get("blas_threads", 1), **hooks)
 
 
 def _budget(cfg: DictConfig) -> int:

@@ -50,6 +50,7 @@ from hyperopt.bilevel import (
     FitResult,
     OuterState,
     Splits,
+    _blas_limited,
     _refit_data,
     _temp_mb,
     _warm_refit,
@@ -248,11 +249,12 @@ def _search_state(state: OuterState | None, settings: dict) -> list:
     return list(held["trials"])
 
 
+@_blas_limited
 def search(bilevel: Bilevel, data: Dataset, trials: int, sampler: str = "random", *, seed: int = 0,
            low: Bound = DEFAULT_LOW, high: Bound = DEFAULT_HIGH, startup_trials: int = 10,
            state: OuterState | None = None, refit: str = "train_val",
            callback: Callable[[OuterState, dict], None] | None = None,
-           should_stop: Callable[[], bool] | None = None) -> FitResult:
+           should_stop: Callable[[], bool] | None = None, blas_threads: int | None = 1) -> FitResult:
     """Evaluates ``trials`` hyperparameter values drawn by ``sampler``, then refits the best.
 
     Args:
@@ -266,7 +268,7 @@ def search(bilevel: Bilevel, data: Dataset, trials: int, sampler: str = "random"
         mappings by hyperparameter name, see :func:`search_space`).
       startup_trials: TPE's random trials before it models the loss.
       state: an :class:`OuterState` of this search to resume from (a checkpoint).
-      refit, callback, should_stop: as for :func:`~hyperopt.bilevel.fit`.
+      refit, callback, should_stop, blas_threads: as for :func:`~hyperopt.bilevel.fit`.
 
     Returns:
       A :class:`~hyperopt.bilevel.FitResult`: one history record per trial (``step`` and

@@ -10,6 +10,12 @@ os.environ.setdefault("WANDB_SILENT", "true")
 # CLI subprocesses, which inherit the variable).
 os.environ.setdefault("XDG_CACHE_HOME", os.path.join(tempfile.gettempdir(), f"hyperopt-tests-{os.getuid()}"))
 
+# One BLAS/LAPACK thread in the test processes and the CLI subprocesses (before numpy loads
+# OpenBLAS): xdist's workers already fill the cores, and a threaded small factorization on a
+# busy machine takes ~1000x longer. (fit and search limit it themselves: blas_threads=1.)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)

@@ -45,6 +45,7 @@ CASES = [
     ("lr_negative", ["outer.learning_rate=-0.1"], r"outer.learning_rate=-0.1; allowed"),
     ("lr_nan", ["outer.learning_rate=nan"], r"outer.learning_rate=nan; allowed: a positive finite"),
     ("steps_zero", ["steps=0"], r"steps=0; allowed: a positive integer"),
+    ("blas_threads", ["blas_threads=0"], r"blas_threads=0; allowed: a positive integer or null"),
     ("stop_xtol", ["stop.xtol=often"], r"stop.xtol='often'; allowed: auto \(the problem's: 1e-2 for the lasso"),
     ("precision", ["precision=float16"], r"precision='float16'; allowed: float32, float64"),
     ("cv_folds", ["cv_folds=1"], r"cv_folds=1; allowed: 0 \(hold-out\) or an integer >= 2"),

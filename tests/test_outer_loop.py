@@ -189,6 +189,27 @@ def test_refit_train_returns_the_training_split_model(diabetes):
         fit(Bilevel(Ridge(), hyperopt.LBFGS, lbfgs_backtracking()), diabetes, steps=1, refit="nope")
 
 
+def test_fit_limits_the_blas_threads_while_it_runs(diabetes):
+    """blas_threads=1 (default): the LAPACK calls of the run's programs on one thread, the
+    caller's setting back afterwards; None leaves it."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads():
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    bilevel = Bilevel(_without_intercept(Ridge), hyperopt.LBFGS, lbfgs_backtracking())
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert blas_threads() == {2}
+        seen, kept = [], []
+        fit(bilevel, diabetes, steps=2, callback=lambda state, record: seen.append(blas_threads()))
+        assert seen == [{1}, {1}] and blas_threads() == {2}
+        fit(bilevel, diabetes, steps=2, blas_threads=None,
+            callback=lambda state, record: kept.append(blas_threads()))
+        assert kept == [{2}, {2}]
+    with pytest.raises(ValueError, match="blas_threads=0; allowed: a positive integer or None"):
+        fit(bilevel, diabetes, steps=1, blas_threads=0)
+
+
 def test_eval_every_logs_test_metrics_of_the_refit(diabetes):
     result = fit(Bilevel(_without_intercept(Ridge), hyperopt.LBFGS, optax.adam(0.3)), diabetes, steps=4,
                  eval_every=2, stop=None)
