@@ -224,6 +224,18 @@ def over_folds(fn: Callable, *xs):
     return jax.lax.map(lambda args: fn(*args), xs)
 
 
+def _accepts(solve: Callable, name: str) -> bool:
+    """Whether ``solve`` takes the keyword ``name`` and has not been given it already."""
+    if isinstance(solve, functools.partial):
+        if name in solve.keywords:
+            return False
+        solve = solve.func
+    try:
+        return name in inspect.signature(solve).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _quiet(solve: Callable) -> tuple[Callable, bool]:
     """The linear solve with its in-program residual check off, and whether it was turned off.
 
@@ -334,6 +346,19 @@ class Bilevel:
         run = lambda init, w: solver.run(init, *args_of(theta, *splits.inner, w))
         return over_folds(run, init_params, splits.inner_w)
 
+    def _preconditioned(self, solve, params, theta, inner, w):
+        """``solve`` with a Jacobi preconditioner ``M v = v / diag ∇²`` when the problem gives
+        its Hessian diagonal (:meth:`~hyperopt.problems.base.Problem.hessian_diagonal`) and
+        the solve takes ``M=`` (:func:`~hyperopt.linear_solve.solve_cg`, the default of the
+        gradient solvers); else ``solve`` as it is."""
+        if not _accepts(solve, "M"):
+            return solve
+        diag = self.problem.hessian_diagonal(jax.lax.stop_gradient(params), theta, *inner, w)
+        if diag is None:
+            return solve
+        diag = jax.lax.stop_gradient(diag)
+        return functools.partial(solve, M=lambda v: jax.tree.map(jnp.divide, v, diag))
+
     def implicit_hypergradient(self, theta, params, splits: Splits, tol):
         """Outer loss, hypergradient and linear residual at the inner solutions ``params``."""
         solver, args_of = self._solver(tol), self.inner.args
@@ -343,8 +368,9 @@ class Bilevel:
             args, args_vjp = jax.vjp(lambda th: args_of(th, *splits.inner, w), theta)
             loss, (g_params, g_direct) = jax.value_and_grad(
                 self._outer_objective, argnums=(0, 1))(params, theta, splits, fold)
+            solve = self._preconditioned(solver.linear_solve, params, theta, splits.inner, w)
             g_args, residual = root_vjp(solver.optimality_fun, params, args, g_params,
-                                        solve=solver.linear_solve, return_residual=True)
+                                        solve=solve, return_residual=True)
             (g_theta,) = args_vjp(g_args)
             return loss, jax.tree.map(jnp.add, g_theta, g_direct), residual
 
