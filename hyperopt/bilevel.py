@@ -322,7 +322,11 @@ class Bilevel:
             initial, decay = AUTO_INNER_TOL
         else:
             initial, _, decay = self.inner_tol
-        return _device(max(final, initial * decay ** step), dtype)
+        tol = initial * decay ** step
+        # 1e-4 * 0.1**6 is 1.0000000000000004e-10 in floating point: within rounding of the
+        # final tolerance it is the final tolerance (else that step would not count as final
+        # for the stopping rule, and every run took one more outer step)
+        return _device(final if tol <= final * (1 + 1e-9) else tol, dtype)
 
     def penalty(self, theta):
         if not self.hparam_penalty:

@@ -274,7 +274,7 @@ def test_preconditioned_lbfgs_matches_sklearn_on_spread_per_feature_penalties(tm
         np.testing.assert_allclose(sol.params["W"][:, 0], w_ref, rtol=1e-6, atol=1e-9)
         np.testing.assert_allclose(sol.params["b"], ref.intercept_, rtol=1e-6)
         iters[pre] = int(sol.state.iter_num)
-    assert iters[True] * 3 <= iters[False], iters  # measured: 41 vs 1066
+    assert iters[True] * 10 <= iters[False], iters  # measured: 11 vs 498 iterations
 
 
 def test_jacobi_preconditioned_hypergradient_matches_finite_differences(tmp_path):
