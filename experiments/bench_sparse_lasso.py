@@ -19,10 +19,11 @@ Methods, each in a fresh process (wall time and peak RSS of that process, from
 * ``hyperopt-run dataset=file dataset.path=<file> problem=lasso solver=proximal_gradient``
   (and ``problem=logistic``, ``problem.per_feature=true``), defaults otherwise (hold-out
   outer loss — train ∪ val has more than 2000 samples —; for the lasso also with
-  ``cv_folds=5``, LassoCV's criterion; the lasso's implicit system with a ridge of 1e-6,
-  see ``LASSO_SOLVE``; outer L-BFGS, stopping rule,
-  refit on train ∪ val), ``logger=none compile_cache=null`` (a cold run: its compile time
-  is included);
+  ``cv_folds=5``, LassoCV's criterion; the lasso's implicit system by the default
+  ``solve_auto``, which falls back to least squares on a singular support system, see
+  ``LASSO_SOLVE``; logistic regression preconditioned by its Hessian diagonal, the default
+  ``problem.precondition=true``; outer L-BFGS, stopping rule, refit on train ∪ val),
+  ``logger=none compile_cache=null`` (a cold run: its compile time is included);
 * ``LassoCV(cv=5, n_alphas=100)`` and ``LogisticRegressionCV(Cs=10, cv=5,
   scoring="neg_log_loss")`` on the same train ∪ val rows and the same scaling (the file
   loaded by :func:`hyperopt.data.load_dataset` with the same seed, as scipy CSR), refit

@@ -258,6 +258,17 @@ def test_tolerance_schedule_finds_the_tight_tolerance_lambda(diabetes, default_r
     assert scheduled.history[0]["inner_iterations"] < tight.history[0]["inner_iterations"]
 
 
+def test_schedule_reaches_the_final_tolerance_exactly():
+    """1e-4 · 0.1⁶ is 1.0000000000000004e-10 in floating point: the seventh step runs at the
+    final tolerance itself (it counts for the stopping rule), not a rounding above it."""
+    bilevel = Bilevel(Ridge(), hyperopt.LBFGS, lbfgs_backtracking())
+    tols = [float(bilevel.tol_at(k, np.float64)) for k in range(9)]
+    assert 1e-4 * 0.1 ** 6 > 1e-10  # the rounding this guards against
+    assert tols[:6] == pytest.approx([1e-4 * 0.1 ** k for k in range(6)], rel=1e-12)
+    assert tols[6:] == [1e-10] * 3
+    assert [float(bilevel.tol_at(k, np.float32)) for k in range(2)] == [float(np.float32(1e-4))] * 2
+
+
 def test_backtracking_lbfgs_minimizes_rosenbrock():
     """The optimizer alone, with the function value as ``value``: from the standard start it
     must backtrack (the first steps overshoot) and reach the minimum (1, 1)."""

@@ -139,6 +139,17 @@ class Problem:
         """Weighted outer loss of the inner solution on one split."""
         raise NotImplementedError
 
+    def hessian_diagonal(self, params, theta, X, y, w):
+        """The diagonal of the inner objective's Hessian at ``params`` (a pytree like
+        ``params``, positive), or ``None`` when the problem does not give one. The implicit
+        system's conjugate gradient uses it as a Jacobi preconditioner (``M = diag⁻¹``),
+        which matters when penalties spread over decades (per-feature λ).
+
+        Example:
+          >>> d = Logistic().hessian_diagonal(params, jnp.log(0.1), X, y, w)  # {"W": (p, 1), "b": (1,)}
+        """
+        return None
+
     def metrics(self, params, theta, X, y) -> dict[str, Any]:
         """Evaluation metrics on one split: at least ``loss`` (and ``accuracy`` for classifiers)."""
         raise NotImplementedError

@@ -38,13 +38,15 @@ def _select(tree_history, i):
     return jax.tree.map(lambda a: a[i, ...], tree_history)
 
 
-def inv_hessian_product(pytree, s_history, y_history, rho_history, gamma=1.0, start: int = 0):
+def inv_hessian_product(pytree, s_history, y_history, rho_history, gamma=1.0, start: int = 0,
+                        diag=None):
     """``H @ pytree`` for the L-BFGS inverse-Hessian approximation ``H`` (two-loop recursion).
 
     ``s_history``/``y_history``: pytrees like ``pytree`` whose leaves have a leading axis
     ``(history_size, ...)`` (a circular buffer whose oldest entry is ``start``);
     ``rho_history[k] = 1 / <s[k], y[k]>`` (0 marks an empty or skipped entry); ``gamma``
-    scales the initial matrix ``gamma * I``. Nocedal & Wright, Algorithm 7.4.
+    scales the initial matrix ``gamma * I`` (``gamma * diag⁻¹`` when ``diag``, a positive
+    pytree like ``pytree``, is given). Nocedal & Wright, Algorithm 7.4.
 
     Example:
       >>> d = inv_hessian_product(-g, s_hist, y_hist, rho_hist, gamma, start=k % m)
@@ -58,6 +60,8 @@ def inv_hessian_product(pytree, s_history, y_history, rho_history, gamma=1.0, st
 
     r, alpha = jax.lax.scan(body_right, pytree, indices, reverse=True)
     r = tree_scalar_mul(gamma, r)
+    if diag is not None:
+        r = jax.tree.map(jnp.divide, r, diag)
 
     def body_left(r, i_alpha):
         i, alpha = i_alpha
@@ -68,10 +72,14 @@ def inv_hessian_product(pytree, s_history, y_history, rho_history, gamma=1.0, st
     return r
 
 
-def _compute_gamma(s_history, y_history, last):
+def _compute_gamma(s_history, y_history, last, diag=None):
     num = sum(tree_vdot_real(s[last], y[last]) for s, y in
               zip(jax.tree.leaves(s_history), jax.tree.leaves(y_history), strict=True))
-    denom = sum(tree_vdot_real(y[last], y[last]) for y in jax.tree.leaves(y_history))
+    if diag is None:
+        denom = sum(tree_vdot_real(y[last], y[last]) for y in jax.tree.leaves(y_history))
+    else:  # <y, D⁻¹ y>: the scaled initial matrix gamma D⁻¹ matches the newest pair's curvature
+        denom = sum(tree_vdot_real(y[last], y[last] / d) for y, d in
+                    zip(jax.tree.leaves(y_history), jax.tree.leaves(diag), strict=True))
     return jnp.where(denom > 0, num / jnp.where(denom > 0, denom, 1.0), 1.0)
 
 
@@ -107,6 +115,7 @@ class LbfgsState(NamedTuple):
     num_grad_eval: Any = 0
     num_linesearch_iter: Any = 0
     converged: Any = False
+    diag: Any = None
 
 
 @dataclasses.dataclass(eq=False, frozen=True)
@@ -123,6 +132,13 @@ class LBFGS(SearchingSolver):
       use_gamma: scale the initial inverse Hessian by ``<s, y>/<y, y>`` (N&W eq. 7.20).
       stop_if_linesearch_fails: end the iterations after a failed line search (default
         False: keep iterating, as JAXopt).
+      precondition: optional ``precondition(params, *args, **kwargs)`` -> a positive pytree
+        like ``params``, about the diagonal of ``fun``'s Hessian (hyperopt's extension;
+        JAXopt has none). Evaluated once per ``run``, at the start; the initial inverse
+        Hessian of each two-loop recursion is then ``gamma · diag⁻¹`` (``gamma = <s, y> /
+        <y, diag⁻¹ y>``) instead of ``gamma · I``: penalties spread over decades (one λ
+        per feature) no longer set the iteration count. ``None`` (default): JAXopt's
+        iterates.
 
     Supports complex parameters. Implicit differentiation uses ``∇ₓ fun(x*) = 0``
     (linear solve: CG by default).
@@ -135,6 +151,7 @@ class LBFGS(SearchingSolver):
     history_size: int = 10
     use_gamma: bool = True
     stop_if_linesearch_fails: bool = False
+    precondition: Any = None
 
     def _stop_early(self, state):
         return state.failed_linesearch if self.stop_if_linesearch_fails else None
@@ -156,6 +173,8 @@ class LBFGS(SearchingSolver):
                         stepsize=jnp.asarray(self.max_stepsize, realdtype))
         (value, aux), grad = self._value_and_grad_with_aux(init_params, *args, **kwargs)
         one = jnp.asarray(1, NUM_EVAL_DTYPE)
+        if self.precondition is not None:
+            kept["diag"] = _sg(self.precondition(init_params, *args, **kwargs))
         return LbfgsState(value=value, grad=grad, error=jnp.asarray(jnp.inf, realdtype), aux=aux,
                           failed_linesearch=jnp.asarray(False), num_fun_eval=one,
                           num_grad_eval=one, num_linesearch_iter=jnp.asarray(0, NUM_EVAL_DTYPE),
@@ -175,7 +194,9 @@ class LBFGS(SearchingSolver):
             # through 1/<y, s> of rounding-level pairs near convergence.
             descent_direction = inv_hessian_product(
                 descent_direction, *_sg((s_history, y_history, rho_history, state.gamma)),
-                start=start)
+                start=start, diag=state.diag)
+        elif state.diag is not None:
+            descent_direction = jax.tree.map(jnp.divide, descent_direction, state.diag)
 
         new_stepsize, new_params, new_value, new_grad, new_aux, failed, counts = self._step(
             params, state, descent_direction, args, kwargs)
@@ -190,7 +211,7 @@ class LBFGS(SearchingSolver):
             y_history = _update_history(y_history, y, start)
             rho_history = _update_history(rho_history, rho, start)
         if self.history_size and self.use_gamma:
-            gamma = _compute_gamma(s_history, y_history, start)
+            gamma = _compute_gamma(s_history, y_history, start, state.diag)
         else:
             gamma = jnp.asarray(1.0, realdtype)
         new_state = LbfgsState(
@@ -200,7 +221,7 @@ class LBFGS(SearchingSolver):
             y_history=y_history, rho_history=jnp.asarray(rho_history, realdtype),
             gamma=jnp.asarray(gamma, realdtype), aux=new_aux, failed_linesearch=failed,
             num_fun_eval=num_fun_eval, num_grad_eval=num_grad_eval,
-            num_linesearch_iter=num_ls_iter, converged=state.converged)
+            num_linesearch_iter=num_ls_iter, converged=state.converged, diag=state.diag)
         if self.verbose:
             jax.debug.print("LBFGS iter {i}  error {e:.3e}  value {v}  stepsize {s}",
                             i=new_state.iter_num, e=new_state.error, v=new_value, s=new_stepsize)
