@@ -146,10 +146,11 @@ class CoordinateDescent(IterativeSolver):
         (measured on 400 × 1000: 83 epochs in 7 iterations → 21 in 9, cold).
       ws_caps: the working set's epochs run on its columns gathered into the smallest of
         these sizes (or ``p``) that holds it: small loop carries, fast updates.
-      newton: after a working set's epochs, a Newton step on the support (at most
-        ``NEWTON_CAP`` = 128 features) with its signs kept: exact for the lasso's quadratic
-        once the signs are right (tight tolerances in a few iterations instead of many
-        epochs).
+      newton: before and after a working set's epochs, a Newton step on the support (at
+        most ``NEWTON_CAP`` = 128 features) with its signs kept: exact for the lasso's
+        quadratic once the signs are right (tight tolerances in a few iterations instead of
+        many epochs; warm-started from a nearby penalty, the support is often the
+        solution's already, and one epoch confirms it: 1 epoch instead of 5 on 400 × 1000).
 
     Example:
       >>> w = CoordinateDescent(tol=1e-8).run(jnp.zeros(p), 0.1, X, y).params
@@ -262,7 +263,10 @@ class CoordinateDescent(IterativeSolver):
                 Xs = XT[idx] - d.xbar[idx][:, None]  # (cap, n): centred columns
                 Xw = Xs * (d.sw / d.n)[None, :]
                 curv = d.col[idx] + d.l2[idx]
-                ws, r, epochs = self._ws_epochs(w[idx], r, Xs, Xw, d.col[idx], curv, d.l1[idx],
+                ws = w[idx]
+                if self.newton:  # warm starts: the support is often already the solution's
+                    ws, r = self._newton(ws, r, Xs, Xw, d.l1[idx], d.l2[idx])
+                ws, r, epochs = self._ws_epochs(ws, r, Xs, Xw, d.col[idx], curv, d.l1[idx],
                                                 size, reps, target)
                 if self.newton:
                     ws, r = self._newton(ws, r, Xs, Xw, d.l1[idx], d.l2[idx])
