@@ -19,8 +19,16 @@ Each test module runs in its own pytest process, in float32 (JAXopt's default) a
     python experiments/jaxopt_upstream_tests.py --tests ~/src/jaxopt/tests
     python experiments/jaxopt_upstream_tests.py --tests DIR --modules lbfgs,prox -v   # failures too
 
-``--quick`` runs only the float64 pass. The test files are third-party code and are never
-copied into this repository.
+``--quick`` runs only the float64 pass. ``--against jaxopt`` runs the same files against the
+real JAXopt (no alias): what fails there too is the environment's, not hyperopt's.
+``--env-shim`` repairs, before the tests are imported, what a current environment removed
+and JAXopt's test files still use, without touching the files and the same way for both
+``--against`` choices: ``jax.test_util.JaxTestCase``/``JaxTestLoader`` (JAXopt's own
+``test_util.JaxoptTestCase`` and absl's loader), ``jax.experimental.enable_x64`` (as
+``jax.enable_x64``) and scikit-learn's removed ``LogisticRegression(multi_class=)``, dropped
+(JAXopt's reference helper passes ``"multinomial"`` with lbfgs and ``"ovr"`` with liblinear
+on binary problems: what the estimator does by default now). The test files are third-party
+code and are never copied into this repository.
 """
 
 from __future__ import annotations
@@ -44,6 +52,38 @@ MODULES = (
     "nonlinear_cg", "fixed_point_iteration", "anderson", "optax_wrapper", "bisection",
     "scipy_wrappers", "tree_util",
 )
+
+# With --env-shim: repairs of the environment (not of the tests), first in conftest.py.
+ENV_SHIM = '''
+import unittest
+import warnings
+
+import jax
+import jax.experimental
+import jax.test_util
+import sklearn.linear_model
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from jaxopt._src import test_util as _shim_test_util
+
+jax.test_util.JaxTestCase = _shim_test_util.JaxoptTestCase
+jax.test_util.JaxTestLoader = unittest.TestLoader
+if not hasattr(jax.experimental, "enable_x64"):
+    jax.experimental.enable_x64 = lambda new_val=True: jax.enable_x64(new_val)
+
+
+class _LogisticRegression(sklearn.linear_model.LogisticRegression):
+    """scikit-learn >= 1.8 removed ``multi_class``; its defaults do what JAXopt asked."""
+
+    def __init__(self, *args, multi_class=None, **kwargs):
+        super().__init__(*args, **kwargs)
+
+
+_LogisticRegression.__init__.__signature__ = __import__("inspect").signature(
+    sklearn.linear_model.LogisticRegression.__init__)
+sklearn.linear_model.LogisticRegression = _LogisticRegression
+'''
 
 # Written next to the copied test files; runs before any of them is imported.
 CONFTEST = '''
@@ -115,10 +155,12 @@ sys.meta_path.insert(0, _Finder())
 '''
 
 
-def _run_module(test_file: Path, x64: bool, timeout: float) -> dict:
+def _run_module(test_file: Path, x64: bool, timeout: float, against: str = "hyperopt",
+                env_shim: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        (tmp / "conftest.py").write_text(CONFTEST)
+        conftest = (ENV_SHIM if env_shim else "") + (CONFTEST if against == "hyperopt" else "")
+        (tmp / "conftest.py").write_text(conftest)
         shutil.copy(test_file, tmp / test_file.name)
         report = tmp / "report.xml"
         env = {**os.environ, "JAX_ENABLE_X64": "1" if x64 else "0", "JAX_PLATFORMS": "cpu"}
@@ -173,14 +215,22 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="float64 only")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per module and dtype")
     parser.add_argument("-v", "--verbose", action="store_true", help="list failing tests")
+    parser.add_argument("--against", choices=("hyperopt", "jaxopt"), default="hyperopt",
+                        help="run against hyperopt (jaxopt aliased) or the real jaxopt")
+    parser.add_argument("--env-shim", action="store_true",
+                        help="repair removed JAX/scikit-learn names the files use (see above)")
     args = parser.parse_args(argv)
+
+    import importlib.metadata
 
     import jax
 
     import hyperopt
-    print(f"# JAXopt's tests against hyperopt {hyperopt.__version__} ({datetime.date.today()}, "
-          f"jax {jax.__version__}, python {platform.python_version()}, {platform.machine()}, "
-          f"{os.cpu_count()} cores)")
+    target = (f"hyperopt {hyperopt.__version__}" if args.against == "hyperopt" else
+              f"the real jaxopt {importlib.metadata.version('jaxopt')}")
+    print(f"# JAXopt's tests against {target}{' (env shim)' if args.env_shim else ''} "
+          f"({datetime.date.today()}, jax {jax.__version__}, python "
+          f"{platform.python_version()}, {platform.machine()}, {os.cpu_count()} cores)")
     print("| module | dtype | tests | passed | failed | errors | skipped | note |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     totals = {"tests": 0, "passed": 0}
@@ -192,7 +242,7 @@ def main(argv=None) -> int:
             if not test_file.is_file():
                 print(f"| {module} | {dtype} | - | - | - | - | - | no file {test_file} |")
                 continue
-            r = _run_module(test_file, x64, args.timeout)
+            r = _run_module(test_file, x64, args.timeout, args.against, args.env_shim)
             totals["tests"] += r["tests"]
             totals["passed"] += r["passed"]
             print(f"| {module} | {dtype} | {r['tests']} | {r['passed']} | {r['failed']} | "

@@ -319,8 +319,11 @@ def projection_polyhedron(x: jax.Array, hyperparams: tuple, check_feasible: bool
       >>> (projection_polyhedron(jnp.array([2.0, -1.0]), (A, b, G, h)).round(6) + 0.0).tolist()
       [1.0, 0.0]
     """
-    A, b, G, h = (jnp.asarray(t) for t in hyperparams)
-    dtype = jnp.result_type(x, A, G)
+    x, A, b, G, h = (jnp.asarray(t) for t in (x, *hyperparams))
+    dtype = jnp.result_type(x, A, b, G, h)
+    if not jnp.issubdtype(dtype, jnp.inexact):  # integer constraints (JAXopt accepts them)
+        dtype = jnp.result_type(dtype, float)
+    x, A, b, G, h = (t.astype(dtype) for t in (x, A, b, G, h))
     if tol is None:
         tol = 1e-10 if np.finfo(dtype).eps < 1e-10 else 1e-5
     sol = _polyhedron_dual(x, A, b, G, h, maxiter, tol)

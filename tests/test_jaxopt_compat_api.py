@@ -209,6 +209,20 @@ def test_polyhedron_matches_scipy_and_jaxopt():
     np.testing.assert_allclose(p, jaxopt.projection.projection_polyhedron(x, (A, b, G, h)), atol=1e-3)
 
 
+def test_polyhedron_accepts_integer_constraints():
+    # JAXopt's test_polyhedron_projection passes integer A, b, G, h
+    A, b = jnp.array([[0, 0]]), jnp.array([0])
+    G, h = jnp.array([[-1, -1], [0, 1], [1, -1], [-1, 0], [0, -1]]), jnp.array([-1, 1, 1, 0, 0])
+    x = jnp.array([0.3, 2.0])
+    p = projection.projection_polyhedron(x, (A, b, G, h))
+    as_float = tuple(t.astype(x.dtype) for t in (A, b, G, h))
+    np.testing.assert_allclose(p, projection.projection_polyhedron(x, as_float), rtol=1e-12)
+    # the closest point of {x0 + x1 >= 1, x1 <= 1, x0 - x1 <= 1, x >= 0} to (0.3, 2) is (0.3, 1)
+    np.testing.assert_allclose(p, [0.3, 1.0], atol=1e-8)
+    np.testing.assert_allclose(p, jaxopt.projection.projection_polyhedron(x, (A, b, G, h)),
+                               atol=1e-3)
+
+
 def test_polyhedron_jacobian_matches_finite_differences():
     x, hp = _polyhedron_problem()
     f = lambda u, b: projection.projection_polyhedron(u, (hp[0], b, hp[2], hp[3]), False)

@@ -415,6 +415,23 @@ def test_scipy_least_squares_matches_jaxopt(loss):
     # is off (documented in the migration guide), so only the finite difference judges it.
 
 
+def test_scipy_least_squares_huber_hypergradient_at_an_exact_fit():
+    # JAXopt's test_bwd: noiseless data, the fit is exact, every residual is zero there; the
+    # huber branch 2 sqrt(z) - 1 has an infinite derivative at z = 0 (NaN through where before)
+    t = jnp.asarray(np.linspace(0, 3, 25))
+    residuals = lambda w, a, t, obs: a * jnp.exp(-w * t) - obs
+    obs = 2.0 * jnp.exp(-1.3 * t)
+    lsq = hyperopt.ScipyLeastSquares(fun=residuals, loss="huber", method="trf",
+                                     options={"f_scale": 0.2})
+    g = jax.grad(lambda a: lsq.run(jnp.asarray(1.3), a, t, obs).params)(2.0)
+    # closed form: w*(a) solves a exp(-w t) = 2 exp(-1.3 t), so w* = 1.3 at a = 2 and, with
+    # residuals linear in a near the fit, dw*/da = <t e, e> / (a <t e, t e>), e = exp(-1.3 t)
+    e = np.exp(-1.3 * np.asarray(t))
+    exact = np.dot(np.asarray(t) * e, e) / (2.0 * np.dot(np.asarray(t) * e, np.asarray(t) * e))
+    assert np.isfinite(float(g))
+    np.testing.assert_allclose(float(g), exact, rtol=1e-8)
+
+
 def test_scipy_bounded_minimize_box_derivative():
     """Least squares in a box [-r, r]: active coordinates sit on the box (dw_i/dr = ±1), the
     free ones move with the others; checked against JAXopt and finite differences."""

@@ -266,6 +266,81 @@ def test_projected_gradient_hyperparams_proj_keyword():
     assert np.all(np.asarray(w_default) >= 0)
 
 
+def _matyas(p):
+    return 0.26 * (p[0] ** 2 + p[1] ** 2) - 0.48 * p[0] * p[1]
+
+
+@pytest.mark.parametrize("init_stepsize", [1.0, 1.5])
+def test_zoom_stops_at_the_max_stepsize_as_jaxopt(init_stepsize):
+    # Along -∇f from (6, 6) the strong Wolfe step is beyond max_stepsize=1: the search is done
+    # at the first trial (sufficient decrease, no interval); another step would move the
+    # accepted point again (the state's params would no longer be params + stepsize * p)
+    x = jnp.array([6.0, 6.0])
+    ours = hyperopt.ZoomLineSearch(_matyas, max_stepsize=1.0).run(init_stepsize, x)
+    theirs = jaxopt.ZoomLineSearch(_matyas, max_stepsize=1.0).run(init_stepsize, x)
+    p = -jax.grad(_matyas)(x)
+    assert float(ours.stepsize) == float(theirs.stepsize) == 1.0
+    np.testing.assert_allclose(ours.state.params, x + ours.stepsize * p, rtol=1e-15)
+    np.testing.assert_allclose(ours.state.params, theirs.state.params, rtol=1e-15)
+    assert bool(ours.state.done) and int(ours.state.iter_num) == int(theirs.state.iter_num) == 1
+
+
+def test_lbfgs_float32_matyas_matches_jaxopt():
+    # JAXopt's test_against_scipy case in float32: the iterates are JAXopt's
+    with jax.enable_x64(False):
+        x0 = jnp.ones(2, jnp.float32) * 6.0
+        ours = hyperopt.LBFGS(_matyas, tol=1e-7).run(x0)
+        theirs = jaxopt.LBFGS(_matyas, tol=1e-7).run(x0)
+        assert int(ours.state.iter_num) == int(theirs.state.iter_num)
+        np.testing.assert_allclose(ours.params, theirs.params, rtol=1e-6, atol=1e-12)
+        np.testing.assert_allclose(ours.params, 0.0, atol=1e-6)  # the minimum
+
+
+def test_projected_gradient_init_state_needs_no_objective_arguments():
+    # JAXopt's manual loop: init_state(params) alone, the data only in update
+    X, y = _lasso_data()
+    fun = lambda w, data: 0.5 * jnp.mean((data[0] @ w - data[1]) ** 2)
+    kw = dict(fun=fun, projection=prox.projection_l2_ball)
+    ours = hyperopt.ProjectedGradient(**kw)
+    theirs = jaxopt.ProjectedGradient(fun=fun, projection=jaxopt.projection.projection_l2_ball)
+    w, state = jnp.zeros(10), ours.init_state(jnp.zeros(10))
+    w_ref, state_ref = jnp.zeros(10), theirs.init_state(jnp.zeros(10))
+    for _ in range(10):
+        w, state = ours.update(w, state, hyperparams_proj=0.5, data=(X, y))
+        w_ref, state_ref = theirs.update(w_ref, state_ref, hyperparams_proj=0.5, data=(X, y))
+    # the same iterates as run() for the same number of steps
+    w_run = dataclasses.replace(ours, maxiter=10, tol=1e-30).run(
+        jnp.zeros(10), hyperparams_proj=0.5, data=(X, y)).params
+    np.testing.assert_allclose(w, w_run, rtol=1e-12)
+    assert float(jnp.linalg.norm(w)) <= 0.5 + 1e-12
+    # and the solution both packages converge to
+    sol = ours.run(jnp.zeros(10), 0.5, (X, y)).params
+    sol_ref = dataclasses.replace(theirs, tol=1e-12, maxiter=5000).run(
+        jnp.zeros(10), 0.5, (X, y)).params
+    np.testing.assert_allclose(sol, sol_ref, atol=1e-8)
+
+
+@pytest.mark.parametrize("acceleration", [False, True])
+def test_fixed_step_run_calls_fun_once_per_iteration_as_jaxopt(acceleration):
+    X, y = _lasso_data()
+    counts = {}
+
+    def counted(package):
+        def fun(w, X, y):
+            counts[package] = counts.get(package, 0) + 1
+            return 0.5 * jnp.mean((X @ w - y) ** 2)
+        return fun
+
+    kw = dict(maxiter=10, tol=1e-30, stepsize=1e-3, acceleration=acceleration, jit=False)
+    w1 = hyperopt.ProximalGradient(fun=counted("ours"), prox=prox.prox_lasso, **kw).run(
+        jnp.zeros(10), 0.1, X, y).params
+    w2 = jaxopt.ProximalGradient(fun=counted("theirs"), prox=jaxopt.prox.prox_lasso, **kw).run(
+        jnp.zeros(10), 0.1, X, y).params
+    assert counts["ours"] == counts["theirs"] == 10
+    if not acceleration:  # ISTA with a fixed step: the same iterates (FISTA restarts differ)
+        np.testing.assert_allclose(w1, w2, rtol=1e-12)
+
+
 # -- jit=False: a plain Python loop -------------------------------------------------------------
 @pytest.mark.parametrize("make", [
     lambda **kw: hyperopt.LBFGS(fun=kw.pop("fun"), **kw),

@@ -140,6 +140,10 @@ class IterativeLineSearch:
         self._fun_with_aux, self._grad_with_aux, self._value_and_grad_fun_with_aux = \
             make_funs_with_aux(self.fun, self.value_and_grad, self.has_aux)
 
+    def _stop(self, state):
+        """A boolean that ends the search besides ``error <= tol`` (None: nothing else)."""
+        return None
+
     def _make_zero_step(self, init_stepsize, state) -> LineSearchStep:
         return LineSearchStep(stepsize=init_stepsize, state=state)
 
@@ -173,5 +177,6 @@ class IterativeLineSearch:
         # that init_state leaves None (aux), so that the loop's carry keeps one structure.
         stepsize, state = step(init_stepsize, state)
         stepsize, state = run_loop(step, stepsize, state, maxiter=self.maxiter,
-                                   tol=self.tol, unrolled=False, jit=bool(self.jit))
+                                   tol=self.tol, unrolled=False, jit=bool(self.jit),
+                                   stop=self._stop)
         return LineSearchStep(stepsize, state)

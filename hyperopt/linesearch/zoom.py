@@ -805,12 +805,12 @@ class ZoomLineSearch(base.IterativeLineSearch):
 
     return base.LineSearchStep(stepsize=new_stepsize, state=new_state)
 
-  def _cond_fun(self, inputs):
+  def _stop(self, state):
     # Stop the linesearch according to done or failed rather than the error as one may
     # reach the maximal stepsize and no decrease of the curvature error may be
-    # possible or the searched interval has been reduced too much.
-    _, state = inputs[0]
-    return ~(state.done | state.failed)
+    # possible or the searched interval has been reduced too much. (Another step
+    # after done would start from the accepted point and move it again.)
+    return state.done | state.failed
 
   def _log_info(self, state, stepsize):
     self.log_info(

@@ -214,6 +214,11 @@ class IterativeSolver:
         """A function whose signature ``run``'s arguments (after ``init_params``) follow."""
         return None
 
+    def _loop_state(self, params, state, *args, **kwargs):
+        """The state the loop starts from (``init_state``'s, completed where the loop's
+        carry needs fields that ``init_state`` may leave out)."""
+        return state
+
     def _stop_early(self, state):
         """A boolean array that stops the iterations before ``tol`` (None: never)."""
         return None
@@ -230,6 +235,7 @@ class IterativeSolver:
         state = self.init_state(init_params, *args, **kwargs)
         if isinstance(init_params, OptStep):  # warm start from a previous (params, state)
             init_params = init_params.params
+        state = self._loop_state(init_params, state, *args, **kwargs)
         step = lambda params, state: tuple(self.update(params, state, *args, **kwargs))
         return run_loop(step, init_params, state, maxiter=self.maxiter, tol=tol,
                         unrolled=self._scan_loop, verbose=self.verbose,

@@ -29,9 +29,12 @@ _sg = jax.lax.stop_gradient
 class ProxGradState(NamedTuple):
     """State of :class:`ProximalGradient` (and of gradient/projected gradient descent).
 
-    ``y``/``t``/``y_value``/``y_grad`` are the extrapolated point of the accelerated
-    (FISTA/Nesterov) method and its value and gradient; without acceleration ``y`` is the
-    iterate itself.
+    ``y``/``t`` are the extrapolated point of the accelerated (FISTA/Nesterov) method
+    (without acceleration ``y`` is the iterate itself); ``y_value``/``y_grad`` are f and ∇f
+    at ``y`` where the solver carries them (implicit mode with the line search and no
+    momentum, where the accepted trial gives them), else None: ``update`` evaluates them at
+    its start, as JAXopt does (``init_state`` needs no objective arguments, and a run of n
+    fixed-step iterations calls ``fun`` n times).
     """
 
     iter_num: jax.Array
@@ -132,14 +135,25 @@ class ProximalGradient(IterativeSolver):
         return value_only(self.fun, self.has_aux, params, *args, **kwargs)
 
     def init_state(self, init_params, hyperparams_prox=None, *args, **kwargs) -> ProxGradState:
-        value, grad, aux = self._value_and_grad(init_params, *args, **kwargs)
+        # As JAXopt: fun is evaluated here only for its aux (the objective's arguments may
+        # be left out otherwise); update evaluates f and ∇f at its start.
+        aux = None
+        if self.has_aux:  # fun returns (value, aux), or ((value, aux), grad)
+            out = self.fun(init_params, *args, **kwargs)
+            aux = out[0][1] if self.value_and_grad else out[1]
         dtype = jnp.result_type(*jax.tree.leaves(init_params))
         fixed = not callable(self.stepsize) and self.stepsize > 0
         stepsize = jnp.asarray(self.stepsize if fixed else 1.0, dtype)
         error = jnp.asarray(jnp.inf, dtype)  # measured after the first step
         return ProxGradState(iter_num=jnp.asarray(0), error=error, converged=jnp.asarray(False),
                              stepsize=stepsize, y=init_params, t=jnp.asarray(1.0, dtype),
-                             y_value=value, y_grad=grad, aux=aux)
+                             y_value=None, y_grad=None, aux=aux)
+
+    def _loop_state(self, params, state, hyperparams_prox=None, *args, **kwargs):
+        if self._carries_grad and state.y_grad is None:  # one structure for the loop carry
+            value, grad, aux = self._value_and_grad(state.y, *args, **kwargs)
+            state = state._replace(y_value=value, y_grad=grad, aux=aux)
+        return state
 
     def _apply_prox(self, x, hyperparams_prox, eta):
         return self.prox(x, hyperparams_prox, eta)
@@ -212,7 +226,18 @@ class ProximalGradient(IterativeSolver):
         differentiated (implicit mode), so its value and gradient can be reused."""
         return self.implicit_diff and not self.acceleration and not self.value_and_grad
 
+    @property
+    def _carries_grad(self) -> bool:
+        """The state carries f and ∇f at ``y`` from one update to the next (the line
+        search's accepted trial gives them); otherwise each update evaluates them."""
+        searching = not callable(self.stepsize) and not self.stepsize > 0
+        return self._reuse_trial and searching
+
     def update(self, params, state, hyperparams_prox=None, *args, **kwargs) -> OptStep:
+        if state.y_grad is None:  # not carried (or fresh from init_state): f, ∇f at y
+            value, grad, aux = self._value_and_grad(state.y, *args, **kwargs)
+            state = state._replace(y_value=value, y_grad=grad,
+                                   aux=aux if self.has_aux else state.aux)
         eta, next_start, accepted = self._stepsize(state, hyperparams_prox, args, kwargs)
         new_params = self._prox_step(state.y, state.y_grad, eta, hyperparams_prox)
         # Gradient mapping at y with the fixed-point step (not the line search's, which
@@ -233,10 +258,10 @@ class ProximalGradient(IterativeSolver):
             y = jax.tree.map(lambda xn, x: xn + momentum * (xn - x), new_params, params)
         else:
             t, y = state.t, new_params
-        if accepted is not None:  # y is the accepted trial point (no momentum)
+        if self._carries_grad:  # y is the accepted trial point (no momentum)
             value, grad, aux = accepted
-        else:
-            value, grad, aux = self._value_and_grad(y, *args, **kwargs)
+        else:  # the next update evaluates them (JAXopt's order: n iterations, n calls)
+            value, grad, aux = None, None, state.aux
         state = ProxGradState(iter_num=state.iter_num + 1, error=error, converged=state.converged,
                               stepsize=next_start, y=y, t=t, y_value=value, y_grad=grad,
                               aux=aux)
@@ -277,6 +302,9 @@ class GradientDescent(ProximalGradient):
     def update(self, params, state, *args, **kwargs):
         return super().update(params, state, None, *args, **kwargs)
 
+    def _loop_state(self, params, state, *args, **kwargs):
+        return super()._loop_state(params, state, None, *args, **kwargs)
+
     def optimality_fun(self, params, *args, **kwargs):
         return self._value_and_grad(params, *args, **kwargs)[1]
 
@@ -308,6 +336,9 @@ class ProjectedGradient(ProximalGradient):
 
     def update(self, params, state, hyperparams_proj=None, *args, **kwargs):
         return super().update(params, state, hyperparams_proj, *args, **kwargs)
+
+    def _loop_state(self, params, state, hyperparams_proj=None, *args, **kwargs):
+        return super()._loop_state(params, state, hyperparams_proj, *args, **kwargs)
 
     def optimality_fun(self, params, hyperparams_proj=None, *args, **kwargs):
         return super().optimality_fun(params, hyperparams_proj, *args, **kwargs)

@@ -383,7 +383,9 @@ class ScipyRootFinding(_ScipySolver):
 _LS_RHO = {
     "linear": lambda z: z,
     "soft_l1": lambda z: 2.0 * (jnp.sqrt(1 + z) - 1),
-    "huber": lambda z: jnp.where(z <= 1, z, 2.0 * jnp.sqrt(z) - 1),
+    # sqrt only where it is taken: its infinite derivative at z = 0 (a zero residual) would
+    # otherwise turn the gradient of the unused branch into NaN through where
+    "huber": lambda z: jnp.where(z <= 1, z, 2.0 * jnp.sqrt(jnp.where(z <= 1, 1.0, z)) - 1),
     "cauchy": jnp.log1p,
     "arctan": jnp.arctan,
 }
