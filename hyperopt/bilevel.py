@@ -60,8 +60,7 @@ from hyperopt import compile_cache, linop
 from hyperopt.data import Dataset
 from hyperopt.folds import fold_masks, is_holdout, resolve_cv
 from hyperopt.implicit_diff import root_vjp
-from hyperopt.linear_solve import LinearSolveWarning, solve_cg
-from hyperopt.linear_solve import _default_tol as _default_linear_tol
+from hyperopt.linear_solve import LinearSolveWarning
 from hyperopt.problems.base import InnerSolver, Problem, SolverFactory
 from hyperopt.solvers.base import default_tol
 
@@ -389,27 +388,6 @@ class Bilevel:
         run = lambda init, w: solver.run(init, *args_of(theta, *splits.inner, w))
         return over_folds(run, init_params, splits.inner_w)
 
-    @functools.cached_property
-    def _loose_cg(self) -> bool:
-        """Whether :meth:`_loose` applies: the implicit solve is :func:`solve_cg` with its
-        residual check off (:func:`_quiet`) and no ``tol`` of the user's."""
-        solve = self._linear_solve[0]
-        target = solve.func if isinstance(solve, functools.partial) else solve
-        return (target is solve_cg and self._linear_solve[1] and _accepts(solve, "tol")
-                and self.inner_tol is not None and self.implicit)
-
-    def _loose(self, solve, tol, b):
-        """The implicit CG at the inner tolerance ``tol`` while that is looser than the final
-        one (HOAG's schedule: a loosely solved inner problem needs no more accurate linear
-        system), at its own tolerance from then on. Only for :func:`solve_cg` whose ``tol``
-        and residual check the loop owns (not given by the user); other solves as they are."""
-        if not self._loose_cg:
-            return solve
-        dtype = jax.tree.leaves(b)[0].dtype
-        own = _default_linear_tol(b)
-        loose = jnp.where(tol > self.final_tol(dtype), jnp.maximum(tol, own), own)
-        return functools.partial(solve, tol=loose.astype(dtype))
-
     def _preconditioned(self, solve, params, theta, inner, w):
         """``solve`` with a Jacobi preconditioner ``M v = v / diag ∇²`` when the problem gives
         its Hessian diagonal (:meth:`~hyperopt.problems.base.Problem.hessian_diagonal`) and
@@ -432,8 +410,7 @@ class Bilevel:
             args, args_vjp = jax.vjp(lambda th: args_of(th, *splits.inner, w), theta)
             loss, (g_params, g_direct) = jax.value_and_grad(
                 self._outer_objective, argnums=(0, 1))(params, theta, splits, fold)
-            solve = self._preconditioned(self._loose(solver.linear_solve, tol, g_params),
-                                         params, theta, splits.inner, w)
+            solve = self._preconditioned(solver.linear_solve, params, theta, splits.inner, w)
             g_args, residual = root_vjp(solver.optimality_fun, params, args, g_params,
                                         solve=solve, return_residual=True)
             (g_theta,) = args_vjp(g_args)
@@ -674,8 +651,6 @@ class _Loop:
         }
         record["time"] = time.perf_counter() - self.start
         residual_bar = float(np.sqrt(np.finfo(dtype).eps))
-        if bilevel._loose_cg and float(tol) > float(self.final_tol):
-            residual_bar = max(residual_bar, 10 * float(tol))  # the CG solved to the inner tol
         if bilevel.implicit and bilevel._linear_solve[1] and not residual <= residual_bar:
             self.warn_once(LinearSolveWarning, f"implicit linear solve: relative residual {residual:.3g} "
                            f"> {residual_bar:.3g} at {self.label}outer step {state.step} (recorded per "

@@ -114,9 +114,8 @@ def _report(name: str, residual, check_tol: float, on_failure: str, details: str
     if on_failure == "ignore":
         return
 
-    def callback(res, check_tol):
+    def callback(res):
         res = float(jnp.max(res))  # under vmap the callback may see a batch
-        check_tol = float(jnp.min(check_tol))  # a traced tolerance arrives as an array
         if res <= check_tol:  # False for NaN, so NaN is reported
             return
         msg = (
@@ -131,12 +130,11 @@ def _report(name: str, residual, check_tol: float, on_failure: str, details: str
     # a callback on every solve costs a device-host round trip (~0.5 ms per hypergradient,
     # measured on experiments/bench_jaxopt.py --quick). NaN fails ``<=`` and is reported.
     # Under vmap the predicate is batched and the cond runs both branches, as before.
-    if not isinstance(residual, jax.core.Tracer) and not isinstance(check_tol, jax.core.Tracer):
-        callback(residual, check_tol)  # eager: check right here
+    if not isinstance(residual, jax.core.Tracer):  # eager: check right here
+        callback(residual)
         return
     ok = jnp.all(residual <= check_tol)
-    jax.lax.cond(ok, lambda res, tol: None, lambda res, tol: jax.debug.callback(callback, res, tol),
-                 residual, jnp.asarray(check_tol, residual.dtype))
+    jax.lax.cond(ok, lambda res: None, lambda res: jax.debug.callback(callback, res), residual)
 
 
 def _checked(name, matvec, b, x, check_tol, on_failure, details):
@@ -145,8 +143,6 @@ def _checked(name, matvec, b, x, check_tol, on_failure, details):
 
 
 def _check_positive(name: str, value, allowed: str = "a positive number") -> None:
-    if isinstance(value, jax.core.Tracer):  # a traced tolerance (the outer loop's schedule)
-        return
     if value is not None and not value > 0:
         raise ValueError(f"{name}={value!r}; allowed: {allowed}")
 
@@ -169,8 +165,7 @@ def _iterative(method, name, matvec, b, *, ridge, init, tol, atol, maxiter, on_f
     matvec, b, init, back = _common_dtype(_with_ridge(matvec, ridge), b, init)
     x, _ = method(matvec, b, x0=init, tol=tol, atol=atol, maxiter=maxiter, **kw)
     maxiter_txt = maxiter if maxiter is not None else f"default {10 * _size(b)}"
-    tol_txt = "traced" if isinstance(tol, jax.core.Tracer) else f"{tol:g}"
-    details = f"tol={tol_txt}, maxiter={maxiter_txt}"
+    details = f"tol={tol:g}, maxiter={maxiter_txt}"
     return back(_checked(name, matvec, b, x, 10 * tol, on_failure, details))
 
 
