@@ -246,13 +246,9 @@ def _quiet(solve: Callable) -> tuple[Callable, bool]:
     the persistent compilation cache, so the outer loop checks the residual it gets back
     on the host instead. A solve whose ``on_failure`` the user chose is left as it is.
     """
-    if isinstance(solve, functools.partial) and "on_failure" in solve.keywords:
-        return solve, False
-    try:
-        accepts = "on_failure" in inspect.signature(solve).parameters
-    except (TypeError, ValueError):
-        accepts = False
-    return (functools.partial(solve, on_failure="ignore"), True) if accepts else (solve, False)
+    if _accepts(solve, "on_failure"):
+        return functools.partial(solve, on_failure="ignore"), True
+    return solve, False
 
 
 def blas_threads_limit(limit: int | None):
