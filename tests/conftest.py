@@ -17,8 +17,19 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Every test starts in float64, before its fixtures (module-scoped ones included): an
+    in-process ``hyperopt-run`` of a float32 experiment (``cli.run`` sets ``jax_enable_x64``
+    from ``precision``, as a CLI process should) would otherwise leave the worker's later
+    tests in float32."""
+    if not jax.config.jax_enable_x64:
+        jax.config.update("jax_enable_x64", True)
 
 
 def pytest_collection_modifyitems(config, items):
