@@ -17,10 +17,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 # XLA's optimizing passes off in the test processes and the CLI subprocesses (the variable is
 # read when JAX starts): the suite is dominated by compiling small programs, not by running
-# them. The passes change rounding (fusion and batching reorder some sums), not what a program
-# computes: the tests' tolerances hold, except two comparisons at 1e-12 / 1e-4 of iterative
-# solves, so tests/test_experiments.py runs the benchmark scripts with the passes on, as users
-# do. Measured on 2 cores: the whole suite 2934 s -> 2245 s; the implicit / unrolled / FD
+# them. Without them programs round differently (the same algorithm, other last bits): the
+# tests' tolerances hold, except two comparisons at 1e-12 / 1e-4 of iterative solves (seen in
+# a full run with the passes off everywhere), so tests/test_experiments.py runs the benchmark
+# scripts with the passes on, as users do. Measured on 2 cores: the whole suite 2934 s -> 2245 s; the implicit / unrolled / FD
 # hypergradient tests 78 s -> 56 s, the sharding subprocess 117 s -> 86 s.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
