@@ -23,6 +23,11 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 # scripts with the passes on, as users do. Measured on 2 cores: the whole suite 2934 s -> 2245 s; the implicit / unrolled / FD
 # hypergradient tests 78 s -> 56 s, the sharding subprocess 117 s -> 86 s.
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+# And XLA:CPU's fusion emitters off (the older loop emitters compile these small programs about
+# twice as fast): tests/test_problems_sparse.py on 2 workers 205 s -> 102 s.
+FAST_COMPILE_XLA_FLAGS = "--xla_cpu_use_fusion_emitters=false"
+if FAST_COMPILE_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + FAST_COMPILE_XLA_FLAGS).strip()
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -12,14 +12,18 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import FAST_COMPILE_XLA_FLAGS
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
 def run_quick(script: str, *args: str, timeout: int = 600) -> str:
-    # a benchmark runs as users run it: XLA's optimizing passes on (tests/conftest.py turns them off)
-    env = {**{k: v for k, v in os.environ.items() if k != "JAX_DISABLE_MOST_OPTIMIZATIONS"},
+    # a benchmark runs as users run it: XLA's optimizing passes and fusion emitters on
+    # (tests/conftest.py turns them off for the tests)
+    env = {k: v for k, v in os.environ.items() if k != "JAX_DISABLE_MOST_OPTIMIZATIONS"}
+    flags = env.get("XLA_FLAGS", "").replace(FAST_COMPILE_XLA_FLAGS, "").strip()
+    env = {**{k: v for k, v in env.items() if k != "XLA_FLAGS"}, **({"XLA_FLAGS": flags} if flags else {}),
            "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
     proc = subprocess.run([sys.executable, str(REPO / "experiments" / script), "--quick", *args],
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=timeout)
