@@ -154,9 +154,9 @@ def main(argv=None):
               f"means {base['class_mean']:.3f}, full train {base['full_train']:.3f}", flush=True)
         if first is None:
             first = run
-    fewer = opts.unrolled_steps not in (None, opts.steps)
+    fewer = f", {opts.unrolled_steps} steps" if opts.unrolled_steps not in (None, opts.steps) else ""
     labels = {"learned (implicit)": "10 learned images (implicit)",
-              "learned (unrolled)": f"10 learned images (unrolled{f', {opts.unrolled_steps} steps' if fewer else ''})",
+              "learned (unrolled)": f"10 learned images (unrolled{fewer})",
               "random_real": "10 random real images",
               "class_mean": "10 class means",
               "full_train": f"full training split ({first['data'].n_train} images)",
