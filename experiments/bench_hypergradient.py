@@ -1,7 +1,7 @@
 """Cost and accuracy of one hypergradient: implicit differentiation vs unrolling.
 
     python experiments/bench_hypergradient.py              # maxiter 100, 1000, 10000 (~4 min, 2 cores)
-    python experiments/bench_hypergradient.py --quick      # maxiter 100, 1000
+    python experiments/bench_hypergradient.py --quick      # maxiter 10, 100; 2 repeats (CI)
     python experiments/bench_hypergradient.py --maxiters 100,300 --repeats 7 --json out.json
 
 Two problems, float64, one hyperparameter λ, hypergradient = d(validation loss)/dλ
@@ -38,10 +38,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import os
-import platform
 import shlex
 import sys
 import time
@@ -50,6 +48,9 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import header  # noqa: E402
 
 MIB = 2.0 ** 20
 TINY_TOL = 1e-300  # positive (required) and never reached: every solve runs maxiter steps
@@ -382,16 +383,18 @@ def growth_summary(problem: Problem, rows: list[dict]) -> list[str]:
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="maxiter 100, 1000 only")
+    ap.add_argument("--quick", action="store_true",
+                    help="maxiter 10, 100; 2 repeats; default-tol table at maxiter 100")
     ap.add_argument("--maxiters", default=None,
                     help="comma-separated maxiter values (default 100,1000,10000)")
     ap.add_argument("--problems", default="ridge,logistic", help="ridge,logistic")
-    ap.add_argument("--repeats", type=int, default=5, help="timed calls per function (after warm-up)")
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="timed calls per function after warm-up (default 5; quick 2)")
     ap.add_argument("--slow-repeats", type=int, default=3,
                     help="timed calls for functions whose warm-up call took more than --slow-s")
     ap.add_argument("--slow-s", type=float, default=1.0)
-    ap.add_argument("--default-tol-maxiter", type=int, default=300,
-                    help="maxiter of the default-tol table (0 to skip it)")
+    ap.add_argument("--default-tol-maxiter", type=int, default=None,
+                    help="maxiter of the default-tol table (default 300; quick 100; 0 to skip it)")
     ap.add_argument("--max-run-gib", type=float, default=8.0,
                     help="compile but do not run functions needing more temporary memory")
     ap.add_argument("--threads", type=int, default=1, choices=(0, 1),
@@ -401,7 +404,10 @@ def parse_args(argv):
     if args.maxiters is not None:
         args.maxiters = [int(v) for v in args.maxiters.split(",") if v.strip()]
     else:
-        args.maxiters = [100, 1000] if args.quick else [100, 1000, 10000]
+        args.maxiters = [10, 100] if args.quick else [100, 1000, 10000]
+    args.repeats = args.repeats or (2 if args.quick else 5)
+    if args.default_tol_maxiter is None:
+        args.default_tol_maxiter = 100 if args.quick else 300
     args.problems = [p.strip() for p in args.problems.split(",") if p.strip()]
     for p in args.problems:
         if p not in ("ridge", "logistic"):
@@ -423,12 +429,8 @@ def main(argv=None) -> list[dict]:
 
     t_start = time.perf_counter()
     command = "python experiments/bench_hypergradient.py" + ("".join(" " + shlex.quote(a) for a in argv))
-    print(f"command: {command}")
-    print(f"date: {datetime.datetime.now().isoformat(timespec='seconds')}, jax {jax.__version__}, "
-          f"hyperopt {hyperopt.__version__}, python {platform.python_version()}, "
-          f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
-          f"backend {jax.default_backend()}, XLA threads: {'1' if opts.threads == 1 else 'default'}, "
-          f"float64")
+    print(header(["experiments/bench_hypergradient.py", *argv]))
+    print(f"backend {jax.default_backend()}, float64")
     print(f"timing: median of {opts.repeats} interleaved calls after a warm-up call "
           f"({opts.slow_repeats} for calls over {opts.slow_s:g} s); compile timed separately\n")
 

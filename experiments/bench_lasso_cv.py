@@ -1,7 +1,7 @@
 """Lasso and logistic penalties tuned by hypergradients vs scikit-learn's CV grids (issue #15).
 
     python experiments/bench_lasso_cv.py                 # medians of 3 (~5-10 min on 2 cores)
-    python experiments/bench_lasso_cv.py --quick         # one repetition
+    python experiments/bench_lasso_cv.py --quick         # one repetition, two workloads (CI)
     python experiments/bench_lasso_cv.py --only cv_lasso,holdout_lasso --json out.json
 
 Workloads (float64):
@@ -239,13 +239,17 @@ def run_hyperopt(w: Workload, ev: Evaluator, cfg, cache_dir: Path, jax, np):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="one repetition of everything")
+    ap.add_argument("--quick", action="store_true",
+                    help="one repetition; workloads cv_lasso, logistic_breast_cancer unless --only")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--only", default="cv_lasso,holdout_lasso,logistic_breast_cancer,logistic_digits")
+    ap.add_argument("--only", default=None,
+                    help="default cv_lasso,holdout_lasso,logistic_breast_cancer,logistic_digits")
     ap.add_argument("--threads", type=int, default=1, choices=(0, 1), help="1: one thread (default)")
     ap.add_argument("--json", help="write the rows to this file")
     opts = ap.parse_args(argv)
     repeats = 1 if opts.quick else opts.repeats
+    opts.only = opts.only or ("cv_lasso,logistic_breast_cancer" if opts.quick else
+                              "cv_lasso,holdout_lasso,logistic_breast_cancer,logistic_digits")
     if opts.threads == 1:
         one_thread()
 

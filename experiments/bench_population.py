@@ -1,7 +1,7 @@
 """Population speed-up: K starting points in one vmapped program vs K separate runs (issue #13).
 
     python experiments/bench_population.py            # K = 1, 8, 64; 20 outer steps each
-    python experiments/bench_population.py --quick    # K = 1, 8; 5 steps
+    python experiments/bench_population.py --quick    # K = 1, 8; 5 steps; one single run timed (CI)
 
 Workload: ``experiment=logistic_breast_cancer`` as ``hyperopt-run`` builds it
 (:func:`hyperopt.cli.build_bilevel`; float64, L-BFGS inner and outer), a fixed number of outer
@@ -27,11 +27,11 @@ from _common import header, markdown_table, median, one_thread, timed
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="K = 1, 8 and 5 steps")
+    parser.add_argument("--quick", action="store_true", help="K = 1, 8, 5 steps, --repeats 1")
     parser.add_argument("--sizes", default=None, help="comma-separated K (default 1,8,64)")
     parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="single runs timed for the sequential estimate")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="single runs timed for the sequential estimate (default 3; quick 1)")
     args = parser.parse_args(argv)
     one_thread()
     import jax
@@ -47,6 +47,7 @@ def main(argv=None) -> None:
     print(header(sys.argv if argv is None else ["experiments/bench_population.py", *argv]))
     sizes = [int(k) for k in (args.sizes or ("1,8" if args.quick else "1,8,64")).split(",")]
     steps = args.steps or (5 if args.quick else 20)
+    args.repeats = args.repeats or (1 if args.quick else 3)
     compile_cache.disable()
     with initialize_config_dir(config_dir=cli._config_dir(), version_base="1.3"):
         cfg = compose("config", overrides=["experiment=logistic_breast_cancer", "logger=none"])

@@ -1,7 +1,7 @@
 """The persistent compile cache on a sweep: a 10-job sweep with and without it (issue #13).
 
     python experiments/bench_sweep_cache.py            # 10 jobs, 10 outer steps each
-    python experiments/bench_sweep_cache.py --quick    # 3 jobs, 3 steps
+    python experiments/bench_sweep_cache.py --quick    # 2 jobs, 2 steps (CI)
 
 Each sweep is one ``hyperopt-run -m seed=0,...,9 experiment=ridge_diabetes logger=none stop=null``
 through the console script (Hydra's basic launcher: the jobs one after the other in one
@@ -44,14 +44,14 @@ def _sweep(jobs: int, steps: int, cache: str, folder: Path) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 jobs of 3 steps")
+    parser.add_argument("--quick", action="store_true", help="2 jobs of 2 steps")
     parser.add_argument("--jobs", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None)
     args = parser.parse_args(argv)
     one_thread()  # the jobs inherit the one-thread settings
     print(header(sys.argv if argv is None else ["experiments/bench_sweep_cache.py", *argv]))
-    jobs = args.jobs or (3 if args.quick else 10)
-    steps = args.steps or (3 if args.quick else 10)
+    jobs = args.jobs or (2 if args.quick else 10)
+    steps = args.steps or (2 if args.quick else 10)
     work = Path(tempfile.mkdtemp(prefix="bench-sweep-cache-"))
     try:
         rows = []

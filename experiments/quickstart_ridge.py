@@ -36,7 +36,7 @@ def main(steps: int = 30) -> float:
         updates, opt_state = optimizer.update(grad, opt_state)
         return optax.apply_updates(log_l2reg, updates), opt_state, sol, loss
 
-    optimizer = optax.adam(0.3)
+    optimizer = optax.adam(0.1)
     log_l2reg = jnp.log(1.0)
     opt_state = optimizer.init(log_l2reg)
     params = jnp.zeros(data.n_features)
