@@ -93,7 +93,7 @@ def lasso_case(X, y, kind, ratio, tol, repeats, jax, jnp, np):
         "hyperopt cold s": t_cold, "sklearn cold s": s_cold, "cold ratio": t_cold / s_cold,
         "hyperopt warm s": t_warm, "sklearn warm s": s_warm, "warm ratio": t_warm / s_warm,
         "objective - sklearn's": objective(w, b) - objective(sk.coef_, sk.intercept_),
-        "|w - w_sk| / |w_sk|": float(np.linalg.norm(w - sk.coef_) / np.linalg.norm(sk.coef_)),
+        "‖w − w_sk‖ / ‖w_sk‖": float(np.linalg.norm(w - sk.coef_) / np.linalg.norm(sk.coef_)),
     }
 
 
