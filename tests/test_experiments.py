@@ -179,7 +179,7 @@ def test_quickstart_ridge_reaches_the_closed_form_optimum():
     values = [val(lam) for lam in grid]
     best, argbest = min(values), grid[int(np.argmin(values))]  # 0.46401 at λ = 0.151
     assert losses[-1] < losses[0]
-    assert best - 1e-9 <= losses[-1] <= best + 1e-4, (losses[-1], best)
+    assert best - 5e-7 <= losses[-1] <= best + 1e-4, (losses[-1], best)  # printed to 6 decimals
     assert argbest / 1.5 < lams[-1] < argbest * 1.5, (lams[-1], argbest)
 
 
