@@ -1016,26 +1016,27 @@ def _run_path(bilevel: Bilevel, grid: list, state: OuterState, step_c, splits: S
     t0 = time.perf_counter()
     flat = lambda theta: np.concatenate([np.ravel(np.asarray(v)) for v in jax.tree.leaves(theta)])
 
-    def evaluate(k, params, record=True):
+    def evaluate(k, params, opt_state_in):
         nonlocal opt_state, best, proposal
-        out = jax.block_until_ready(step_c(grid[k], opt_state, params, splits, tol, one))
+        out = jax.block_until_ready(step_c(grid[k], opt_state_in, params, splits, tol, one))
         proposal, opt_state, params, info = out
         loss = float(info.outer_loss)
         if not (math.isfinite(loss) and _finite(info.hypergrad)):
             return None, params, None
         val = float(info.data_loss if splits.n_folds > 1 else info.val_metrics.get("loss", info.data_loss))
-        if record:
-            rows.append({"outer_loss": loss, "val_loss": val, "hypergrad_norm": float(info.hypergrad_norm),
-                         "inner_iterations": int(info.inner_iterations), "time": time.perf_counter() - t0,
-                         **hparam_log(jax.device_get(info.hparams))})
+        rows.append({"outer_loss": loss, "val_loss": val, "hypergrad_norm": float(info.hypergrad_norm),
+                     "inner_iterations": int(info.inner_iterations), "time": time.perf_counter() - t0,
+                     **hparam_log(jax.device_get(info.hparams))})
         if best is None or loss < best[1]:
-            best = (k, loss, params, val)
+            best = (k, loss, params, val, opt_state, proposal)
         return loss, params, info.hypergrad
 
     # where the problem would start, and which way along the path the loss decreases there
     start = flat(state.theta)
     k = int(np.argmin([np.sum((flat(t) - start) ** 2) for t in grid]))
-    loss, params, grad = evaluate(k, state.inner_params)
+    # every point of the walk from the optimizer's fresh state: the best point's output state
+    # is then the optimizer's state after its first trial (no second evaluation there)
+    loss, params, grad = evaluate(k, state.inner_params, fresh)
     if loss is None:  # not finite: start where the problem starts
         return state, rows, None
 
@@ -1046,7 +1047,7 @@ def _run_path(bilevel: Bilevel, grid: list, state: OuterState, step_c, splits: S
     step = -2 if slope(k, grad) > 0 else 2
     rate = slope(k, grad) * step / 2  # d loss / d(grid index along the walk): < 0 going downhill
     for i in range(k + step, len(grid) if step > 0 else -1, step):  # every other point
-        loss, params, grad = evaluate(i, params)
+        loss, params, grad = evaluate(i, params, fresh)
         # stop when the loss rose (the best is behind), or when the hypergradient says it
         # rises from here on (the next point, further along, is often the costliest solve),
         # or when the slope, shrinking from the last point's, reaches zero (linearly) before
@@ -1056,14 +1057,13 @@ def _run_path(bilevel: Bilevel, grid: list, state: OuterState, step_c, splits: S
         last, rate = rate, slope(i, grad) * step / 2
         if rate >= 0 or (last < rate and -rate * 2 <= rate - last):
             break
-    k, params = best[0], best[2]
-    if carry:  # the optimizer's trials: the best point (its start), then its two neighbours
-        opt_state = fresh
-        evaluate(k, params, record=False)
+    # the optimizer's trials: the best point (its start, evaluated from the fresh state),
+    # then its two neighbours
+    k, params, opt_state, proposal = best[0], best[2], best[4], best[5]
     for j in (k - 1, k + 1):  # never evaluated yet: the walk moved two points at a time
         if 0 <= j < len(grid):
-            evaluate(j, params)
-    k, _, params, val = best
+            evaluate(j, params, opt_state if carry else fresh)
+    k, _, params, val = best[:4]
     if carry:
         # at the optimizer's proposal: a quasi-Newton step from the best point with the
         # curvature its neighbours gave (bounded by the distance to them)

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from hyperopt.linear_solve import solve_auto, system_residual
+from hyperopt.linear_solve import returns_least_squares, solve_auto, system_residual
 from hyperopt.tree_util import partition_static
 
 __all__ = ["custom_fixed_point", "custom_root", "root_jvp", "root_vjp"]
@@ -94,7 +94,7 @@ def root_jvp(optimality_fun: Callable, sol, args: tuple, tangents: tuple,
     matvec = jax.linearize(lambda x: optimality_fun(x, *args), sol)[1]
     dx = _linear_solve(matvec, rhs, solve)  # several leaves: one flat system (see there)
     if return_residual:
-        return dx, system_residual(matvec, rhs, dx)
+        return dx, system_residual(matvec, rhs, dx, returns_least_squares(solve))
     return dx
 
 
@@ -130,7 +130,7 @@ def root_vjp(optimality_fun: Callable, sol, args: tuple, cotangent,
     _, vjp_args = jax.vjp(lambda *a: optimality_fun(sol, *a), *args)
     out = tuple(jax.tree.map(_negate, g) for g in vjp_args(u))
     if return_residual:
-        return out, system_residual(matvec_t, cotangent, u)
+        return out, system_residual(matvec_t, cotangent, u, returns_least_squares(solve))
     return out
 
 

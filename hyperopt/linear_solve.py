@@ -36,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -52,6 +53,7 @@ __all__ = [
     "LinearSolveError",
     "LinearSolveWarning",
     "relative_residual",
+    "returns_least_squares",
     "system_residual",
     "solve_auto",
     "solve_bicgstab",
@@ -191,8 +193,54 @@ def solve_cg(matvec: Matvec, b, *, ridge: float | None = None, init=None,
       ``x``, a pytree like ``b``.
     """
     kw = {} if M is None else {"M": _same_dtypes(M)}
-    return _iterative(jsp_linalg.cg, "solve_cg", matvec, b, ridge=ridge, init=init, tol=tol,
+    return _iterative(_cg, "solve_cg", matvec, b, ridge=ridge, init=init, tol=tol,
                       atol=atol, maxiter=maxiter, on_failure=on_failure, **kw)
+
+
+def _cg(A, b, x0=None, *, tol, atol=0.0, maxiter=None, M=None):
+    """``jax.scipy.sparse.linalg.cg`` (the same iterates, stopping rule and
+    ``custom_linear_solve`` wrapping), except that without ``x0`` it starts from ``r = b``
+    instead of computing ``b - A 0``: one product with ``A`` fewer in the compiled program
+    (each is a copy of ``A``'s code, e.g. the lasso support system's gathers), whose size
+    is its load time from the persistent cache. Returns ``(x, None)``."""
+    maxiter = 10 * _size(b) if maxiter is None else maxiter
+    identity = M is None
+    M = (lambda v: v) if identity else M
+    vdot = lambda x, y: sum(jnp.vdot(a, c).real
+                            for a, c in zip(jax.tree.leaves(x), jax.tree.leaves(y), strict=True))
+    axpy = lambda a, x, y: jax.tree.map(lambda xi, yi: yi + a.astype(yi.dtype) * xi, x, y)
+
+    def solve(A, b):
+        atol2 = jnp.maximum(jnp.square(tol) * vdot(b, b), jnp.square(atol))
+        if x0 is None:
+            x, r = jax.tree.map(jnp.zeros_like, b), b
+        else:
+            x = x0
+            r = jax.tree.map(jnp.subtract, b, A(x0))
+        p = z = M(r)
+        dtype = jnp.result_type(*jax.tree.leaves(p))
+        gamma = vdot(r, z).astype(dtype)
+
+        def cond(value):
+            _, r, gamma, _, k = value
+            rs = gamma.real if identity else vdot(r, r)
+            return (rs > atol2) & (k < maxiter)
+
+        def body(value):
+            x, r, gamma, p, k = value
+            Ap = A(p)
+            alpha = gamma / vdot(p, Ap).astype(dtype)
+            x = axpy(alpha, p, x)
+            r = axpy(-alpha, Ap, r)
+            z = M(r)
+            gamma_new = vdot(r, z).astype(dtype)
+            p = axpy(gamma_new / gamma, p, z)
+            return x, r, gamma_new, p, k + 1
+
+        return jax.lax.while_loop(cond, body, (x, r, gamma, p, 0))[0]
+
+    real = all(not jnp.issubdtype(leaf.dtype, jnp.complexfloating) for leaf in jax.tree.leaves(b))
+    return jax.lax.custom_linear_solve(A, b, solve=solve, transpose_solve=solve, symmetric=real), None
 
 
 def _same_dtypes(M: Matvec) -> Matvec:
@@ -516,18 +564,39 @@ def _normal_residual(matvec, b, x):
     return tree_norm(rmatvec(jax.tree.map(jnp.subtract, matvec(x), b))) / jnp.where(ref > 0, ref, 1.0)
 
 
-def system_residual(matvec: Matvec, b, x) -> jax.Array:
+def system_residual(matvec: Matvec, b, x, least_squares: bool = True) -> jax.Array:
     """:func:`relative_residual`, or, where that is above ``sqrt(eps)``, the smaller of it
     and the normal equations' ``||Aᵀ(Ax - b)|| / ||Aᵀb||``: small at an exact solution and
     at the least-squares one that :func:`solve_auto` returns for a singular, inconsistent
     system (a lasso support with collinear columns).
 
+    ``least_squares=False`` (``x`` from a solve that never returns a least-squares
+    solution: :func:`returns_least_squares` says which): only the relative residual; the
+    normal equations' branch costs three more products with ``A`` or ``Aᵀ`` in the
+    compiled program, whose size is its load time from the persistent cache.
+
     Example:
       >>> system_residual(lambda v: A @ v, b, solve_auto(lambda v: A @ v, b))
     """
     rel = relative_residual(matvec, b, x)
+    if not least_squares:
+        return rel
     bar = float(np.sqrt(np.finfo(rel.dtype).eps))
     return jax.lax.cond(rel <= bar, lambda: rel, lambda: jnp.minimum(rel, _normal_residual(matvec, b, x)))
+
+
+def returns_least_squares(solve) -> bool:
+    """Whether ``solve`` may return a least-squares (not exact) solution of a singular
+    system: :func:`solve_auto`, :func:`solve_lstsq`, :func:`solve_normal_cg`, and any
+    solve this library does not know (``functools.partial`` of one is looked through).
+
+    Example:
+      >>> returns_least_squares(solve_cg), returns_least_squares(solve_auto)
+      (False, True)
+    """
+    while isinstance(solve, functools.partial):
+        solve = solve.func
+    return solve not in _EXACT_SOLVES
 
 
 def _gmres_or_lstsq(matvec, b, *, tol, maxiter, on_failure):
@@ -591,3 +660,8 @@ def solve_auto(matvec: Matvec, b, *, dense_threshold: int = 600, tol: float | No
     if _size(b) <= dense_threshold:
         return _lu_or_lstsq(matvec, b, on_failure=on_failure)
     return _gmres_or_lstsq(matvec, b, tol=tol, maxiter=maxiter, on_failure=on_failure)
+
+
+# Solves whose answer is an exact solution or a reported failure, never a least-squares one.
+_EXACT_SOLVES = frozenset({solve_cg, solve_bicgstab, solve_gmres, solve_cholesky, solve_lu,
+                           solve_qr, solve_inv})

@@ -325,3 +325,49 @@ def test_p_much_larger_than_n_converges_cold_at_a_small_penalty():
     assert bool(out.state.converged) and int(out.state.iter_num) < 60
     assert np.count_nonzero(sk.coef_) > 20
     assert _rel(out.params, sk.coef_) < 1e-6
+
+
+def test_lasso_drops_the_gathered_sizes_it_cannot_need():
+    """A lasso solution has at most n non-zeros: the sizes above the first that holds 2n
+    (working sets) or n (the support system) would be dead code in the compiled program;
+    the elastic net's supports are not bounded by n and keep them all."""
+    cd = CoordinateDescent()  # ws_caps=(256, 1024)
+    assert cd._caps(7129, 2 * 44, lasso=True) == (256,)
+    assert cd._caps(7129, 2 * 44, lasso=False) == (256, 1024)
+    assert cd._caps(7129, 2 * 400, lasso=True) == (256, 1024)
+    assert cd._caps(7129, 2 * 600, lasso=True) == (256, 1024)
+    assert cd._caps(1000, 2 * 400, lasso=True) == (256,)
+    assert cd._caps(200, 2 * 44, lasso=True) == ()
+    assert CoordinateDescent(ws_caps=(16, 64, 128))._caps(300, 30, lasso=True) == (16, 64)
+
+
+@pytest.mark.parametrize("case", ["lasso", "elastic_net"])
+def test_p_much_larger_than_n_with_the_sizes_kept(case):
+    """n=30, p=300, ws_caps=(16, 64, 128): the lasso keeps 16 and 64 (2n = 60; its working
+    sets end at 56 here), the elastic net all three (its support of 85 > n takes a working
+    set of 170: the all-p branch). scikit-learn's solution from a cold start at a small
+    penalty, and the support hypergradient equals the full proximal fixed point's."""
+    X, y = make_regression(n_samples=30, n_features=300, n_informative=6, noise=2.0, random_state=4)
+    y = y / np.std(y)
+    lam = _lam_max(X, y, None, False) / 30
+    hyper = lam if case == "lasso" else (lam, 0.5)
+    cd = CoordinateDescent(tol=1e-14, maxiter=500, ws_caps=(16, 64, 128))
+    out = cd.run(jnp.zeros(300), hyper, X, y)
+    if case == "lasso":
+        sk = Lasso(alpha=lam, fit_intercept=False, tol=1e-14, max_iter=1_000_000).fit(X, y)
+    else:
+        sk = ElasticNet(alpha=lam + 0.5, l1_ratio=lam / (lam + 0.5), fit_intercept=False, tol=1e-14,
+                        max_iter=1_000_000).fit(X, y)
+    assert bool(out.state.converged)
+    # the largest working set of the run: within the lasso's kept 64; past the net's 128
+    assert int(out.state.ws_size) <= 64 if case == "lasso" else int(out.state.ws_size) > 128
+    assert 10 < np.count_nonzero(sk.coef_) and (case == "elastic_net" or np.count_nonzero(sk.coef_) <= 30)
+    assert _rel(out.params, sk.coef_) < 1e-6
+    sw = jnp.ones(30)
+    g = jnp.asarray(np.random.default_rng(5).normal(size=300))
+    hyper = jnp.asarray(lam) if case == "lasso" else (jnp.asarray(lam), jnp.asarray(0.5))
+    restricted = root_vjp(cd.optimality_fun, out.params, (hyper, jnp.asarray(X), jnp.asarray(y), sw), g)
+    full = _full_system_vjp(out.params, hyper, jnp.asarray(X), jnp.asarray(y), sw, g, False,
+                            case == "elastic_net")
+    for a, b in zip(jax.tree.leaves(restricted[0]), jax.tree.leaves(full[0]), strict=True):
+        assert _rel(a, b) < 1e-8

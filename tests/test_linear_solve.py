@@ -182,3 +182,51 @@ def test_float32_default_tolerance_is_reachable():
         warnings.simplefilter("error")
         x = ls.solve_cg(lambda v: A @ v, b)
     assert x.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("init", [False, True], ids=["from_zero", "warm"])
+@pytest.mark.parametrize("precondition", [False, True], ids=["plain", "jacobi"])
+def test_cg_has_jax_scipy_iterates(init, precondition):
+    """solve_cg runs its own loop (no product with A at x0 = 0) with jax.scipy's iterates: the
+    same answer after any number of iterations, warm start and preconditioner included."""
+    A = _spd(25, seed=9, cond=1e3)
+    b = np.random.default_rng(10).normal(size=25)
+    x0 = jnp.asarray(np.random.default_rng(11).normal(size=25)) if init else None
+    M = (lambda v: v / jnp.asarray(np.diag(A))) if precondition else None
+    matvec = lambda v: jnp.asarray(A) @ v
+    for maxiter in (1, 3, 12, 200):
+        ours = ls.solve_cg(matvec, jnp.asarray(b), init=x0, maxiter=maxiter, tol=1e-12, on_failure="ignore", M=M)
+        ref, _ = jax.scipy.sparse.linalg.cg(matvec, jnp.asarray(b), x0=x0, maxiter=maxiter, tol=1e-12, M=M)
+        np.testing.assert_allclose(ours, ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ours, np.linalg.solve(A, b), rtol=1e-8)
+
+
+def test_cg_is_differentiable_in_the_matrix_and_the_right_hand_side():
+    """d/dt of x(t) = A(t)⁻¹ b(t) through solve_cg's custom_linear_solve, against float64
+    central differences."""
+    A0, A1 = _spd(8, seed=12), _spd(8, seed=13)
+    b0, b1 = (np.random.default_rng(s).normal(size=8) for s in (14, 15))
+    f = lambda t: jnp.sum(jnp.sin(ls.solve_cg(lambda v: (A0 + t * A1) @ v, b0 + t * b1, tol=1e-13)))
+    h = 1e-5
+    fd = (f(0.3 + h) - f(0.3 - h)) / (2 * h)
+    assert float(jax.grad(f)(0.3)) == pytest.approx(float(fd), rel=1e-7)
+
+
+def test_returns_least_squares_tells_which_solves_may_give_a_least_squares_answer():
+    assert not ls.returns_least_squares(ls.solve_cg)
+    assert not ls.returns_least_squares(functools.partial(functools.partial(ls.solve_cg, tol=1e-8), M=None))
+    for solve in (ls.solve_auto, ls.solve_lstsq, ls.solve_normal_cg, lambda mv, b: b):
+        assert ls.returns_least_squares(solve)
+
+
+def test_system_residual_without_least_squares_is_the_relative_residual():
+    """On a singular, inconsistent system the least-squares answer has a large relative
+    residual and a zero normal-equations one: least_squares=False reports the former."""
+    A = np.diag([1.0, 2.0, 0.0])
+    b = np.array([1.0, 1.0, 1.0])
+    x = np.linalg.pinv(A) @ b  # least squares: Aᵀ(Ax - b) = 0
+    mv = lambda v: jnp.asarray(A) @ v
+    rel = float(ls.relative_residual(mv, jnp.asarray(b), jnp.asarray(x)))
+    assert rel == pytest.approx(1 / np.sqrt(3))
+    assert float(ls.system_residual(mv, jnp.asarray(b), jnp.asarray(x))) < 1e-12
+    assert float(ls.system_residual(mv, jnp.asarray(b), jnp.asarray(x), least_squares=False)) == rel

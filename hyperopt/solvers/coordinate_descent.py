@@ -98,6 +98,7 @@ class _Data(NamedTuple):
     ynorm: jax.Array  # Σ s_i yc_i² / n, scikit-learn's tol scale
     l1: jax.Array  # (p,)
     l2: jax.Array  # (p,)
+    lasso: bool  # no μ given (static): a solution has at most n non-zeros
 
 
 def _penalties(hyperparams, p: int, dtype):
@@ -123,6 +124,13 @@ def _support_first(mask, cap: int):
     iota = jnp.arange(p, dtype=jnp.int32)
     rank = jnp.where(mask, inside - 1, inside[-1] + iota - inside)
     return jnp.zeros(p, jnp.int32).at[rank].set(iota, unique_indices=True)[:cap]
+
+
+def _first_holding(caps: tuple, size):
+    """Index of the first of the increasing static ``caps`` that is ``>= size`` (as
+    ``jnp.searchsorted``, whose default method is a ``while_loop``: a few comparisons are
+    smaller code)."""
+    return sum((size > c).astype(jnp.int32) for c in caps[:-1]) if len(caps) > 1 else jnp.int32(0)
 
 
 def _ranking(score):
@@ -174,7 +182,14 @@ class CoordinateDescent(IterativeSolver):
         than its ``n`` multiply-adds, and several epochs per test would be wasted work
         (measured on 400 × 1000: 83 epochs in 7 iterations → 21 in 9, cold).
       ws_caps: the working set's epochs run on its columns gathered into the smallest of
-        these sizes (or ``p``) that holds it: small loop carries, fast updates.
+        these sizes (or ``p``) that holds it: small loop carries, fast updates. Each size
+        is a copy of the epochs' code in the compiled program (and of the support
+        system's, see :meth:`optimality_fun`), whose load time from the persistent cache
+        grows with its size; so for the lasso (``hyperparams`` a single ``λ``) the sizes
+        above the first one that holds ``2 n`` columns (``n`` rows of ``X``) are dropped:
+        a lasso solution has at most ``n`` non-zeros (for data in general position), and
+        a working set is twice the support. Larger working sets, and the elastic net,
+        use the next size kept, or all ``p`` columns.
       newton: before a working set's epochs, a Newton step on the support (at most
         ``NEWTON_CAP`` = 128 features) with its signs kept: exact for the lasso's quadratic
         once the signs are right (tight tolerances in a few iterations instead of many
@@ -228,7 +243,8 @@ class CoordinateDescent(IterativeSolver):
         yc = y - ybar
         col = jnp.maximum(linop.column_sq_norms(X, sw) / n - xbar ** 2, 0.0)
         l1, l2 = _penalties(hyperparams, p, dtype)
-        return _Data(X, sw, n, xbar, yc, col, jnp.sum(sw * yc ** 2) / n, l1, l2)
+        return _Data(X, sw, n, xbar, yc, col, jnp.sum(sw * yc ** 2) / n, l1, l2,
+                     not isinstance(hyperparams, (tuple, list)))
 
     def _residual(self, w, d: _Data):
         """Centred residual ``y_c - X_c w`` (``Σ s r = 0`` with an intercept)."""
@@ -280,9 +296,8 @@ class CoordinateDescent(IterativeSolver):
         (one ``lax.switch`` branch per capacity) — and the weights are scattered back at
         the end: a loop that carries all ``p`` weights pays for them at every coordinate
         update (measured: 7 µs per update at p = 7129 against 0.6-1 µs at 128)."""
-        p = w.shape[0]
-        caps = tuple(sorted({c for c in self.ws_caps if c < p})) + (p,)
-        n = XT.shape[1]
+        p, n = XT.shape
+        caps = self._caps(p, 2 * n, d.lasso) + (p,)
         reps = jnp.clip(jnp.floor(p * n / (size * (n + self.coord_cost))).astype(jnp.int32), 1,
                         self.max_reps)
 
@@ -299,7 +314,7 @@ class CoordinateDescent(IterativeSolver):
 
         if self.newton:  # one copy, outside the branches (the programs' size is their load time)
             w, r = self._newton(w, r, d, XT)
-        branch = jnp.searchsorted(jnp.asarray(caps, jnp.int32), size)  # the first cap >= size
+        branch = _first_holding(caps, size)
         w, _, epochs = jax.lax.switch(branch, [restricted(c) for c in caps], w, r)
         return w, epochs
 
@@ -386,6 +401,15 @@ class CoordinateDescent(IterativeSolver):
         new_state, _ = self._state(w, d, state.iter_num + 1, size, state.epochs + epochs, tol)
         return w, new_state
 
+    def _caps(self, p: int, needed: int, lasso: bool) -> tuple:
+        """The gathered sizes below ``p`` (see ``ws_caps``); for the lasso, none above the
+        first that holds ``needed`` columns."""
+        caps = sorted({int(c) for c in self.ws_caps if c < p})
+        if lasso:
+            fits = [c for c in caps if c >= needed]
+            caps = [c for c in caps if c < needed] + fits[:1]
+        return tuple(caps)
+
     def _tol(self, params):
         return default_tol(params) if self.tol is None else self.tol
 
@@ -441,10 +465,10 @@ class CoordinateDescent(IterativeSolver):
                                                     params[idx]))
             return f
 
-        caps = tuple(sorted({c for c in self.ws_caps if c < p}))
+        caps = self._caps(p, X.shape[0], d.lasso)
         if not caps:
             return full(params)
-        branch = jnp.searchsorted(jnp.asarray(caps + (p,), jnp.int32), jnp.sum(support))
+        branch = _first_holding(caps + (p,), jnp.sum(support))
         return jax.lax.switch(branch, [restricted(c) for c in caps] + [full], params)
 
     def intercept(self, params, X, y, sample_weight=None):
