@@ -191,7 +191,8 @@ class CoordinateDescent(IterativeSolver):
         a working set is twice the support. Larger working sets, and the elastic net,
         use the next size kept, or all ``p`` columns.
       newton: before a working set's epochs, a Newton step on the support (at most
-        ``NEWTON_CAP`` = 128 features) with its signs kept: exact for the lasso's quadratic
+        ``NEWTON_CAP`` = 128 features) up to the first sign change, where that weight is set
+        to zero (an active-set step: always a decrease); exact for the lasso's quadratic
         once the signs are right (tight tolerances in a few iterations instead of many
         epochs; warm-started from a nearby penalty, the support is often the solution's
         already, and one epoch confirms it: 1 epoch instead of 5 on 400 × 1000).
@@ -350,7 +351,7 @@ class CoordinateDescent(IterativeSolver):
         new = jnp.where(crosses & (t_zero <= t), 0.0, wk - step)
         keep = (jnp.sum(support) <= cap) & jnp.all(jnp.isfinite(delta)) & (t > 0)
         return (w.at[pos].set(jnp.where(keep, new, wk)),
-                jnp.where(keep, r + Xk.T @ jnp.where(keep, wk - new, 0.0), r))
+                jnp.where(keep, r + Xk.T @ (wk - new), r))
 
     def _ws_epochs(self, w, r, Xs, Xw, col, curv, l1, size, reps, target):
         """Cyclic epochs over the first ``size`` of the gathered coordinates."""
