@@ -60,7 +60,9 @@ def header(argv: Sequence[str], modules: Sequence[str] = ("hyperopt", "jax", "op
             f"{versions(*modules)}; python {platform.python_version()}\n"
             f"machine: {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
             f"{platform.system()} {platform.release()}; threads: {threads}; "
-            f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+            f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
+            # XLA's settings change compile and run times: a table says which it ran under
+            + (f"\nXLA_FLAGS: {os.environ['XLA_FLAGS']}" if os.environ.get("XLA_FLAGS") else ""))
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:

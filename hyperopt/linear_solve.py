@@ -587,14 +587,20 @@ def system_residual(matvec: Matvec, b, x, least_squares: bool = True) -> jax.Arr
 
 def returns_least_squares(solve) -> bool:
     """Whether ``solve`` may return a least-squares (not exact) solution of a singular
-    system: :func:`solve_auto`, :func:`solve_lstsq`, :func:`solve_normal_cg`, and any
-    solve this library does not know (``functools.partial`` of one is looked through).
+    system: :func:`solve_auto`, :func:`solve_lstsq`, :func:`solve_normal_cg`, any solve
+    given a ``ridge`` (it solves ``A + r I``: on a singular ``A``, close to the minimum-norm
+    least-squares solution), and any solve this library does not know (``functools.partial``
+    of one is looked through).
 
     Example:
       >>> returns_least_squares(solve_cg), returns_least_squares(solve_auto)
       (False, True)
+      >>> returns_least_squares(functools.partial(solve_gmres, ridge=1e-6))
+      True
     """
     while isinstance(solve, functools.partial):
+        if solve.keywords.get("ridge"):
+            return True
         solve = solve.func
     return solve not in _EXACT_SOLVES
 

@@ -18,11 +18,16 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def run_quick(script: str, *args: str, timeout: int = 600) -> str:
-    # a benchmark runs as users run it: XLA's optimizing passes and fusion emitters on
-    # (tests/conftest.py turns them off for the tests)
+def run_quick(script: str, *args: str, timeout: int = 600, fast_compile: bool = False) -> str:
+    """``experiments/<script> --quick``: XLA's optimizing passes on, as users run it
+    (tests/conftest.py turns them off for the tests). ``fast_compile``: keep the tests' fusion
+    emitters off (compiles ~2x faster here) for a script whose checks are on values, memory
+    or counts, not on times measured against each other; its header prints the flags."""
     env = {k: v for k, v in os.environ.items() if k != "JAX_DISABLE_MOST_OPTIMIZATIONS"}
-    flags = env.get("XLA_FLAGS", "").replace(FAST_COMPILE_XLA_FLAGS, "").strip()
+    flags = env.get("XLA_FLAGS", "")
+    if not fast_compile:
+        flags = flags.replace(FAST_COMPILE_XLA_FLAGS, "")
+    flags = flags.strip()
     env = {**{k: v for k, v in env.items() if k != "XLA_FLAGS"}, **({"XLA_FLAGS": flags} if flags else {}),
            "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
     proc = subprocess.run([sys.executable, str(REPO / "experiments" / script), "--quick", *args],
@@ -58,7 +63,7 @@ def num(cell: str) -> float:
 
 
 def test_bench_vmap_lambdas_quick():
-    (rows,) = tables(run_quick("bench_vmap_lambdas.py"))
+    (rows,) = tables(run_quick("bench_vmap_lambdas.py", fast_compile=True))
     assert [r["workload"] for r in rows] == ["ridge_diabetes", "logistic_breast_cancer"]
     for r in rows:
         assert num(r["λ"]) == 64
@@ -70,7 +75,7 @@ def test_bench_vmap_lambdas_quick():
 
 
 def test_bench_search_quick(tmp_path):
-    out = run_quick("bench_search.py", "--figures", str(tmp_path))
+    out = run_quick("bench_search.py", "--figures", str(tmp_path), fast_compile=True)
     assert (tmp_path / "search.png").stat().st_size > 10_000
     logistic, per_feature, summary = tables(out)
     by = {r["method"]: r for r in logistic}
@@ -106,7 +111,7 @@ def test_bench_distillation_quick(tmp_path):
 
 
 def test_bench_svm_cost_quick(tmp_path):
-    out = run_quick("bench_svm_cost.py", "--figures", str(tmp_path))
+    out = run_quick("bench_svm_cost.py", "--figures", str(tmp_path), fast_compile=True)
     assert (tmp_path / "svm_cost.png").stat().st_size > 10_000
     iters, size, tol = tables(out)
     assert {(r["solver"], r["mode"]) for r in iters} == {(s, m) for s in ("bcd", "pg", "md")
@@ -184,7 +189,7 @@ def test_quickstart_ridge_reaches_the_closed_form_optimum():
 
 
 def test_bench_inner_solvers_quick():
-    lasso, logistic, linear = tables(run_quick("bench_inner_solvers.py"))
+    lasso, logistic, linear = tables(run_quick("bench_inner_solvers.py", fast_compile=True))
     assert len(lasso) == 8 and len(logistic) == 2
     for r in lasso + logistic:
         assert num(r["hyperopt cold s" if "hyperopt cold s" in r else "hyperopt s"]) > 0, r
@@ -199,7 +204,7 @@ def test_bench_inner_solvers_quick():
 
 
 def test_bench_jaxopt_quick():
-    (rows,) = tables(run_quick("bench_jaxopt.py"))
+    (rows,) = tables(run_quick("bench_jaxopt.py", fast_compile=True))
     assert {(r["problem"].split()[0], r["solver"]) for r in rows} == {
         (p, s) for p in ("ridge", "digits") for s in ("GradientDescent", "LBFGS")}
     for r in rows:
@@ -212,7 +217,7 @@ def test_bench_jaxopt_quick():
 
 
 def test_bench_hypergradient_quick():
-    main, default, _detail = tables(run_quick("bench_hypergradient.py"))
+    main, default, _detail = tables(run_quick("bench_hypergradient.py", fast_compile=True))
     modes = {"implicit", "implicit+lu", "unrolled", "unrolled+ckpt"}
     for problem in ("ridge", "logistic"):
         rows = [r for r in main if r["problem"].startswith(problem)]
@@ -230,7 +235,7 @@ def test_bench_hypergradient_quick():
 
 
 def test_bench_sparse_ops_quick():
-    found = tables(run_quick("bench_sparse_ops.py"))
+    found = tables(run_quick("bench_sparse_ops.py", fast_compile=True))
     assert len(found) == 2  # rcv1 x0.1 and x0.25
     for rows in found:
         assert [r["operation"] for r in rows][:3] == ["X @ w", "X @ W (K=10)", "Xᵀ r"] and len(rows) == 9
@@ -241,7 +246,7 @@ def test_bench_sparse_ops_quick():
 
 
 def test_bench_sparse_scaling_quick():
-    (rows,) = tables(run_quick("bench_sparse_scaling.py"))
+    (rows,) = tables(run_quick("bench_sparse_scaling.py", fast_compile=True))
     assert [(r["problem"], r["storage"]) for r in rows] == [
         ("lasso", "sparse"), ("lasso", "sparse"), ("logistic", "sparse"), ("logistic", "sparse"), ("ridge", "dense")]
     for r in rows:
@@ -270,7 +275,7 @@ def test_bench_lasso_cv_quick():
 
 
 def test_bench_sparse_lasso_quick(tmp_path):
-    out = run_quick("bench_sparse_lasso.py", "--cache-dir", str(tmp_path))
+    out = run_quick("bench_sparse_lasso.py", "--cache-dir", str(tmp_path), fast_compile=True)
     lasso, logistic, per_feature = tables(out)
     for r in lasso + logistic + per_feature:
         assert not r["status"].startswith("failed"), r

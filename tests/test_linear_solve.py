@@ -215,8 +215,11 @@ def test_cg_is_differentiable_in_the_matrix_and_the_right_hand_side():
 def test_returns_least_squares_tells_which_solves_may_give_a_least_squares_answer():
     assert not ls.returns_least_squares(ls.solve_cg)
     assert not ls.returns_least_squares(functools.partial(functools.partial(ls.solve_cg, tol=1e-8), M=None))
-    for solve in (ls.solve_auto, ls.solve_lstsq, ls.solve_normal_cg, lambda mv, b: b):
+    for solve in (ls.solve_auto, ls.solve_lstsq, ls.solve_normal_cg, lambda mv, b: b,
+                  functools.partial(ls.solve_gmres, ridge=1e-6),  # solves A + rI: ~least squares
+                  functools.partial(functools.partial(ls.solve_cg, ridge=1e-8), tol=1e-8)):
         assert ls.returns_least_squares(solve)
+    assert not ls.returns_least_squares(functools.partial(ls.solve_gmres, ridge=None))
 
 
 def test_system_residual_without_least_squares_is_the_relative_residual():
