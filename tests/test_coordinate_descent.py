@@ -12,7 +12,7 @@ import pytest
 from sklearn.datasets import make_regression
 from sklearn.linear_model import ElasticNet, Lasso
 
-from hyperopt import prox, root_vjp
+from hyperopt import LinearSolveWarning, prox, root_vjp
 from hyperopt.linear_solve import solve_lu
 from hyperopt.solvers import CoordinateDescent
 
@@ -371,3 +371,53 @@ def test_p_much_larger_than_n_with_the_sizes_kept(case):
                             case == "elastic_net")
     for a, b in zip(jax.tree.leaves(restricted[0]), jax.tree.leaves(full[0]), strict=True):
         assert _rel(a, b) < 1e-8
+
+
+@pytest.mark.parametrize("fit_intercept", [False, True])
+def test_lasso_without_an_all_p_copy_works_through_a_dense_start(fit_intercept):
+    """n=30, p=300, ws_caps=(16, 64, 128): the lasso's largest kept size (64) holds 2n, so its
+    program has no all-p copy and its working sets stop at 64. From a dense start (the
+    least-norm interpolant: 300 non-zeros, past every kept size) it works through the support
+    64 columns at a time and reaches scikit-learn's solution."""
+    X, y = make_regression(n_samples=30, n_features=300, n_informative=6, noise=2.0, random_state=4)
+    y = y / np.std(y)
+    cd = CoordinateDescent(tol=1e-14, maxiter=500, ws_caps=(16, 64, 128), fit_intercept=fit_intercept)
+    assert cd._branches(300, 2 * 30, lasso=True) == (16, 64)
+    assert cd._branches(300, 2 * 30, lasso=False) == (16, 64, 128, 300)
+    lam = _lam_max(X, y, None, fit_intercept) / 30
+    w0 = np.linalg.pinv(X) @ y
+    assert np.count_nonzero(w0) == 300
+    out = cd.run(jnp.asarray(w0), lam, X, y)
+    sk = Lasso(alpha=lam, fit_intercept=fit_intercept, tol=1e-14, max_iter=1_000_000).fit(X, y)
+    assert bool(out.state.converged) and int(out.state.ws_size) == 64
+    assert _rel(out.params, sk.coef_) < 1e-6
+
+
+def test_lasso_support_system_past_the_kept_sizes_is_nan_not_wrong():
+    """The lasso's support system keeps no all-p copy when a kept size holds n (here 64 ≥ 30):
+    a support of 40 (> n, ≤ 64) is still exact (the gradient on the support, computed here by
+    hand); a support of 100 (> 64) has no copy that holds it and is NaN — its system is
+    singular (40 or 100 features, 30 rows) — so that the hypergradient's failure shows. The
+    elastic net keeps the all-p copy and is exact at 100."""
+    X, y = make_regression(n_samples=30, n_features=300, n_informative=6, noise=2.0, random_state=4)
+    y = y / np.std(y)
+    Xj, yj, sw = jnp.asarray(X), jnp.asarray(y), jnp.ones(30)
+    cd = CoordinateDescent(ws_caps=(16, 64, 128))
+    rng = np.random.default_rng(7)
+    lam = 0.3
+    for size, mu in ((40, 0.0), (100, 0.0), (100, 0.5)):
+        w = np.zeros(300)
+        w[rng.choice(300, size, replace=False)] = rng.normal(size=size)
+        hyper = jnp.asarray(lam) if mu == 0 else (jnp.asarray(lam), jnp.asarray(mu))
+        out = np.asarray(cd.optimality_fun(jnp.asarray(w), hyper, Xj, yj, sw))
+        if mu == 0 and size > 64:
+            assert np.all(np.isnan(out))
+            g = jnp.asarray(rng.normal(size=300))
+            with pytest.warns(LinearSolveWarning, match="backward error nan"):
+                vjp = root_vjp(cd.optimality_fun, jnp.asarray(w), (hyper, Xj, yj, sw), g)
+                assert np.isnan(float(vjp[0]))
+            continue
+        s = w != 0
+        grad = -X.T @ (y - X @ w) / 30 + mu * w
+        expected = np.where(s, grad + lam * np.sign(w), w)
+        assert _rel(out, expected) < 1e-12

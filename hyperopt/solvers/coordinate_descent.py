@@ -188,8 +188,13 @@ class CoordinateDescent(IterativeSolver):
         grows with its size; so for the lasso (``hyperparams`` a single ``λ``) the sizes
         above the first one that holds ``2 n`` columns (``n`` rows of ``X``) are dropped:
         a lasso solution has at most ``n`` non-zeros (for data in general position), and
-        a working set is twice the support. Larger working sets, and the elastic net,
-        use the next size kept, or all ``p`` columns.
+        a working set is twice the support. When a kept size holds ``2 n`` (``n``), the
+        lasso has no all-``p`` copy either: its working sets are at most the largest kept
+        size (support first; a support larger than that, which data in general position
+        never reach, is worked through in slices of it), and its support system is NaN
+        for a support larger than that (the implicit system is singular there: a lasso
+        support of more than ``n`` features does not determine its weights), so that the
+        hypergradient's failure is reported. The elastic net keeps all sizes, and ``p``.
       newton: before a working set's epochs, a Newton step on the support (at most
         ``NEWTON_CAP`` = 128 features) up to the first sign change, where that weight is set
         to zero (an active-set step: always a decrease); exact for the lasso's quadratic
@@ -298,7 +303,7 @@ class CoordinateDescent(IterativeSolver):
         the end: a loop that carries all ``p`` weights pays for them at every coordinate
         update (measured: 7 µs per update at p = 7129 against 0.6-1 µs at 128)."""
         p, n = XT.shape
-        caps = self._caps(p, 2 * n, d.lasso) + (p,)
+        caps = self._branches(p, 2 * n, d.lasso)
         reps = jnp.clip(jnp.floor(p * n / (size * (n + self.coord_cost))).astype(jnp.int32), 1,
                         self.max_reps)
 
@@ -395,8 +400,9 @@ class CoordinateDescent(IterativeSolver):
         score = jnp.where(support, -jnp.inf, score)
         order = _ranking(score)
         # twice the support (celer), never smaller than the last one (no cycling)
+        largest = self._branches(p, 2 * XT.shape[1], d.lasso)[-1]
         size = jnp.clip(jnp.maximum(jnp.maximum(self.ws_start, 2 * jnp.sum(support)),
-                                    state.ws_size), 1, p).astype(jnp.int32)
+                                    state.ws_size), 1, largest).astype(jnp.int32)
         target = self.ws_ratio * jnp.maximum(self.gap_ratio * state.gap, tol * d.ynorm)
         w, epochs = self._epochs(w, self._residual(w, d), order, size, target, d, XT)
         new_state, _ = self._state(w, d, state.iter_num + 1, size, state.epochs + epochs, tol)
@@ -410,6 +416,12 @@ class CoordinateDescent(IterativeSolver):
             fits = [c for c in caps if c >= needed]
             caps = [c for c in caps if c < needed] + fits[:1]
         return tuple(caps)
+
+    def _branches(self, p: int, needed: int, lasso: bool) -> tuple:
+        """The sizes of the gathered copies (see ``ws_caps``): the kept ones, then ``p``
+        unless this is a lasso whose largest kept size holds ``needed``."""
+        caps = self._caps(p, needed, lasso)
+        return caps if lasso and caps and caps[-1] >= needed else caps + (p,)
 
     def _tol(self, params):
         return default_tol(params) if self.tol is None else self.tol
@@ -466,11 +478,17 @@ class CoordinateDescent(IterativeSolver):
                                                     params[idx]))
             return f
 
-        caps = self._caps(p, X.shape[0], d.lasso)
-        if not caps:
+        sizes = self._branches(p, X.shape[0], d.lasso)
+        if sizes == (p,):
             return full(params)
-        branch = _first_holding(caps + (p,), jnp.sum(support))
-        return jax.lax.switch(branch, [restricted(c) for c in caps] + [full], params)
+        count = jnp.sum(support)
+        branches = [restricted(c) for c in sizes if c < p] + ([full] if sizes[-1] == p else [])
+        out = jax.lax.switch(_first_holding(sizes, count), branches, params)
+        if sizes[-1] == p:
+            return out
+        # a lasso support larger than the largest kept size (> n): singular, reported as NaN
+        # (a product, so that the system's products with the Jacobian are NaN too)
+        return out * jnp.where(count > sizes[-1], jnp.nan, 1.0).astype(out.dtype)
 
     def intercept(self, params, X, y, sample_weight=None):
         """The intercept ``b = ȳ - x̄ᵀw`` (weighted means; 0 without ``fit_intercept``);
