@@ -203,7 +203,10 @@ def rmatvec(X: Matrix, u: jax.Array) -> jax.Array:
 
 def column_sq_norms(X: Matrix, weights: jax.Array | None = None) -> jax.Array:
     """``Σ_i w_i X_ij²``, shape ``(p,)``: the diagonal of ``Xᵀ diag(w) X`` (``w`` = ones
-    if ``None``), e.g. coordinate-wise Lipschitz constants of a weighted least squares.
+    if ``None``), e.g. coordinate-wise Lipschitz constants of a weighted least squares or a
+    Hessian diagonal. Weights of shape ``(n, K)`` give ``(p, K)``, one column per column of
+    weights. A dense ``X`` is read once per weight column in a fused reduction: no ``(n, p)``
+    temporary (``X ** 2`` would be a second copy of the data in every call).
 
     Example::
 
@@ -213,8 +216,16 @@ def column_sq_norms(X: Matrix, weights: jax.Array | None = None) -> jax.Array:
     if is_sparse(X):
         squared = dataclasses.replace(X, values=X.values ** 2)
         return squared.rmatvec(jnp.ones(X.shape[0], X.dtype) if weights is None else weights)
-    squared = X ** 2
-    return squared.sum(axis=0) if weights is None else weights @ squared
+    if weights is None:
+        return jnp.sum(X * X, axis=0)
+    weights = jnp.asarray(weights)
+    # (X w) X, in this order: X * X would be a common subexpression that XLA hoists and stores
+    one = lambda w: jnp.sum((X * w[:, None]) * X, axis=0)
+    if weights.ndim == 1:
+        return one(weights)
+    if weights.shape[1] == 1:
+        return one(weights[:, 0])[:, None]
+    return jax.lax.map(one, weights.T).T
 
 
 def row_sq_norms(X: Matrix) -> jax.Array:

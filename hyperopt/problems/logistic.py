@@ -47,7 +47,8 @@ def hessian_diagonal(params, l2reg, X, y, sw):
     """``diag ∇²`` of :func:`objective` at ``params``: ``Σ_i w̃_i p_ik(1 - p_ik) X_ij² + λ_j``
     for ``W`` (``w̃ = sw / Σ sw``; binary: ``p = σ(z)``, else the softmax) and
     ``Σ_i w̃_i p_ik(1 - p_ik)`` for ``b``; shapes of ``params``. ``X`` dense or sparse (its
-    squared values, same sparsity): one pass over the non-zeros.
+    squared values, same sparsity): one pass over the non-zeros; dense: one fused pass over
+    ``X`` per class, no squared copy of ``X`` (:func:`hyperopt.linop.column_sq_norms`).
 
     Example:
       >>> d = hessian_diagonal({"W": jnp.zeros((3, 1)), "b": jnp.zeros(1)}, 0.1, X, y, sw)
@@ -57,8 +58,7 @@ def hessian_diagonal(params, l2reg, X, y, sw):
     logits = logits_of(params, X)
     prob = jax.nn.sigmoid(logits) if logits.shape[-1] == 1 else jax.nn.softmax(logits, axis=-1)
     d = prob * (1 - prob) * (sw / jnp.sum(sw))[:, None]  # (n, K)
-    X2 = dataclasses.replace(X, values=X.values ** 2) if linop.is_sparse(X) else X ** 2
-    return {"W": X2.T @ d + jnp.reshape(l2reg, (-1, 1)), "b": jnp.sum(d, axis=0)}
+    return {"W": linop.column_sq_norms(X, d) + jnp.reshape(l2reg, (-1, 1)), "b": jnp.sum(d, axis=0)}
 
 
 @dataclasses.dataclass(frozen=True)
