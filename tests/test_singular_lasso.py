@@ -56,6 +56,32 @@ def test_solve_auto_singular_gives_the_pseudo_inverse_solution(threshold):
     np.testing.assert_allclose(x, np.linalg.pinv(A) @ b_any, rtol=1e-9, atol=1e-11)
 
 
+
+def test_solve_auto_stops_when_gmres_stagnates_on_a_singular_system():
+    """A range-symmetric singular, inconsistent system with many distinct eigenvalues (no
+    early Krylov breakdown): ||r|| levels off at its null-space part while x still converges
+    on the range. The earlier path (``jax.scipy``'s GMRES, which cannot tell, then a
+    least-squares GMRES that stopped once ||r|| levelled off) returned a normal-equations
+    residual of 1.3e-6 here, and on a 5-fold CV lasso of text data it never finished a step;
+    the large path now also measures ||A r|| and ends at the minimum-norm solution."""
+    import jax
+
+    n, rank = 700, 650
+    rng = np.random.default_rng(5)
+    Q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    eig = np.concatenate([rng.uniform(1.0, 10.0, rank), np.zeros(n - rank)])
+    A = (Q * eig) @ Q.T
+    b = rng.normal(size=n)  # inconsistent: a component in the null space
+    products = []
+
+    def mv(v):
+        jax.debug.callback(lambda: products.append(1))
+        return jnp.asarray(A) @ v
+
+    x = jax.jit(lambda b: solve_auto(mv, b, on_failure="raise"))(jnp.asarray(b))
+    np.testing.assert_allclose(x, np.linalg.pinv(A) @ b, rtol=1e-8, atol=1e-10)
+    assert len(products) < 10 * 50, len(products)  # a few restart cycles of 50
+
 def test_solve_auto_regular_systems_unchanged():
     rng = np.random.default_rng(2)
     A = rng.normal(size=(30, 30)) + 6 * np.eye(30)
