@@ -284,6 +284,12 @@ def test_bench_sparse_lasso_quick(tmp_path):
     peer = by[False, True]
     for cv in (False, True):  # hold-out and 5-fold: the held-out R² of LassoCV's choice, or close to it
         assert num(by[cv, False]["test R²"]) > num(peer["test R²"]) - 0.05, (by[cv, False], peer)
-    ours, sk = logistic
+    ours, first, second, sk = logistic
     assert num(ours["test log-loss"]) < num(sk["test log-loss"]) * 1.1, (ours, sk)
+    # the second run reads the first run's stored programs: the same run, to the last digit
+    assert "first run" in first["method"] and "second run" in second["method"]
+    for r in (first, second):
+        assert (r["steps"], r["val log-loss"], r["test log-loss"]) == (
+            ours["steps"], ours["val log-loss"], ours["test log-loss"]), (r, ours)
+    assert "logistic (second run) test log-loss" in out
     assert "per-feature penalties on p = " in out
