@@ -547,22 +547,27 @@ def _gmres_lstsq(matvec, b, *, tol, atol=0.0, restart=50, maxiter=None):
 
     def outer_cond(c):
         _, j, res, nres, stalled = c
-        return (j < maxiter) & (res > target) & (nres > normal_target) & ~stalled
+        return (j < maxiter) & (res > target) & ~stalled
 
     def outer_body(c):
         x, j, res_old, nres_old, _ = c
         x_new, _, done = cycle(x)
         r = b - matvec(x_new)
         res, nres = jnp.linalg.norm(r), jnp.linalg.norm(matvec(r))
-        # keep the cycle's x when either measure fell (the other may rise by rounding); one
-        # that lowered neither would be repeated exactly by the next cycle: stop
-        accept = (res < res_old) | (nres < nres_old)
+        # keep the cycle's x when it lowered ||r||, or left it flat (within 1e-6, rounding) and
+        # lowered ||A r||: past a least-squares solution a cycle on the null-space residual can
+        # keep ||r|| and blow up ||A r||. A cycle not kept would be repeated exactly: stop
         flat_r = res >= (1 - 1e-6) * res_old
+        accept = ~flat_r | ((res <= (1 + 1e-6) * res_old) & (nres < nres_old))
         # stop on an invariant Krylov space (a breakdown: x is exact or least squares), on a
-        # cycle that lowered neither ||r|| nor ||A r||, or once ||r|| stays put with ||A r||
-        # within the tolerance the final check accepts (10 tol): more cycles only polish
+        # cycle that lowered neither ||r|| nor ||A r||, or once ||r|| stays put (the system is
+        # inconsistent) and ||A r|| is at tol, or within the tolerance the final check accepts
+        # (10 tol) and falling by less than half a cycle: the least-squares tail converges
+        # slowly, and more cycles only polish. (A consistent system ends at ||r|| <= tol ||b||:
+        # its ||A r|| can reach tol first where A has small eigenvalues.)
         stalled = (done | ~accept | (flat_r & (nres >= (1 - 1e-6) * nres_old))
-                   | (flat_r & (nres <= 10 * normal_target)))
+                   | (flat_r & (nres <= normal_target))
+                   | (flat_r & (nres <= 10 * normal_target) & (nres >= 0.5 * nres_old)))
         return (jnp.where(accept, x_new, x), j + 1, jnp.where(accept, res, res_old),
                 jnp.where(accept, nres, nres_old), stalled)
 
