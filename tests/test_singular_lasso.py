@@ -82,6 +82,20 @@ def test_solve_auto_stops_when_gmres_stagnates_on_a_singular_system():
     np.testing.assert_allclose(x, np.linalg.pinv(A) @ b, rtol=1e-8, atol=1e-10)
     assert len(products) < 10 * 50, len(products)  # a few restart cycles of 50
 
+
+def test_solve_auto_gmres_solves_an_ill_conditioned_regular_system_to_tol():
+    """Nonsingular, 200 eigenvalues in [1e-3, 1e-2] beside 500 in [1, 10]: ||A r|| reaches
+    tol·||A b|| before ||r|| reaches tol·||b|| (the small eigenvalues hide r from A). The solve
+    must go on to the residual's tolerance; stopping at the least-squares test left 1.3e-9."""
+    n, k = 700, 200
+    rng = np.random.default_rng(6)
+    Q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    A = (Q * np.concatenate([rng.uniform(1, 10, n - k), np.geomspace(1e-3, 1e-2, k)])) @ Q.T
+    b = rng.normal(size=n)
+    x = solve_auto(lambda v: jnp.asarray(A) @ v, jnp.asarray(b), tol=1e-10, on_failure="ignore")
+    assert np.linalg.norm(A @ np.asarray(x) - b) <= 2e-10 * np.linalg.norm(b)
+    np.testing.assert_allclose(x, np.linalg.solve(A, b), rtol=1e-6)
+
 def test_solve_auto_regular_systems_unchanged():
     rng = np.random.default_rng(2)
     A = rng.normal(size=(30, 30)) + 6 * np.eye(30)
