@@ -664,10 +664,11 @@ def solve_auto(matvec: Matvec, b, *, dense_threshold: int = 600, tol: float | No
     With ``size(b) <= dense_threshold`` (decided at trace time), LU (as :func:`solve_lu`);
     otherwise restarted GMRES(50) with a tight default tolerance (1e-10 in float64) and at
     most ``10 size(b)`` products by default (``maxiter``: restart cycles). Neither assumes
-    symmetry, so it serves minimization (Hessian) and fixed-point (``I - ∂T``) systems alike. The threshold is measured (``experiments/
-    bench_inner_solvers.py --only linear``, ridge Hessians with condition numbers 34 and
-    1e3, one CPU thread): GMRES was slower than LU up to 400 unknowns and faster from 800
-    on (at 1600: 0.5 s vs 1-3 s); CG, where the system is symmetric, wins from ~100.
+    symmetry, so it serves minimization (Hessian) and fixed-point (``I - ∂T``) systems
+    alike. The threshold is measured (``experiments/bench_inner_solvers.py --only linear``,
+    ridge Hessians with condition numbers 34 and 1e3, one CPU thread): GMRES was slower than
+    LU up to 400 unknowns and faster from 800 on (at 1600: 0.5 s vs 1-3 s); CG, where the
+    system is symmetric, wins from ~100.
 
     **Singular systems.** A lasso whose support holds collinear columns (duplicated or
     rare columns of text data, nonzero in the same training rows) has a singular implicit
