@@ -682,8 +682,9 @@ def solve_auto(matvec: Matvec, b, *, dense_threshold: int = 600, tol: float | No
     at a least-squares solution) is ``tol`` times ``||A b||``, or after a restart cycle that
     lowered neither ``||r||`` nor ``||A r||``. Either path gives the hypergradient of the
     minimum-norm solution path (``dw/dλ = -H_SS⁺ sign(w_S)`` on the lasso's support); the
-    failure check is then on the normal equations. (Until 2026-12 the large path ran ``jax.scipy``'s GMRES first, which
-    stagnates on such systems without noticing, and under ``vmap`` both branches always ran.)
+    failure check is then on the normal equations. (Until 2026-12 the large path ran
+    ``jax.scipy``'s GMRES first, which stagnates on such systems without noticing, and under
+    ``vmap`` both branches always ran.)
 
     Example:
       >>> A = jnp.array([[1.0, 1.0], [1.0, 1.0]])          # singular
