@@ -135,6 +135,7 @@ def hyperopt_run(name: str, path: Path, quick: bool, work: Path, extra=(), cache
     shown = [a for a in args if not a.startswith(("dataset.path", "hydra", "compile_cache"))]
     shown.append("compile_cache=null" if cache == "null" else "compile_cache=DIR")
     row = {"method": "hyperopt-run " + " ".join(shown) + (f" ({label})" if label else ""),
+           "run": label.split(",")[0] or "compile_cache=null",
            "wall s": result["wall_s"], "peak MiB": peak_of(result)}
     if result["returncode"] != 0:
         row["status"] = "failed: " + (result["stderr"].strip().splitlines() or ["?"])[-1][:200]
@@ -245,8 +246,7 @@ def main(argv=None) -> None:
                 if "test R²" not in mine:
                     continue
                 label = ("cv_folds=5" if "cv_folds=5" in mine["method"] else
-                         "hold-out, second run" if "second run" in mine["method"] else
-                         "hold-out, first run" if "first run" in mine["method"] else "hold-out")
+                         "hold-out" if mine["run"] == "compile_cache=null" else f"hold-out, {mine['run']}")
                 checks += [f"lasso ({label}) peak memory {mine['peak MiB']:.0f} MiB < 1536: "
                            f"{mine['peak MiB'] < 1536}",
                            f"lasso ({label}) test R² {mine['test R²']:.4f} >= LassoCV's "
@@ -256,8 +256,7 @@ def main(argv=None) -> None:
             for mine in block[:-1] if name == "logistic" and "test log-loss" in peer else ():
                 if "test log-loss" not in mine:
                     continue
-                label = ("second run" if "second run" in mine["method"] else
-                         "first run" if "first run" in mine["method"] else "compile_cache=null")
+                label = mine["run"]
                 checks += [f"logistic ({label}) test log-loss {mine['test log-loss']:.4f} vs "
                            f"LogisticRegressionCV {peer['test log-loss']:.4f}; wall time ratio "
                            f"hyperopt/LogisticRegressionCV = {mine['wall s'] / peer['wall s']:.2f} "

@@ -81,7 +81,6 @@ def test_norms_and_scalings_match_numpy(pair):
     assert linop.nbytes(D) == A.shape[0] * A.shape[1] * 8
 
 
-
 @pytest.mark.parametrize("k", [1, 3])
 def test_column_sq_norms_with_a_weight_column_per_output(pair, k):
     X, D, A = pair
